@@ -1,0 +1,2 @@
+"""Placeholder demo, replaced as the pipeline lands."""
+print("ncml demo: the pipelines are not built yet")

@@ -1,0 +1,211 @@
+"""One config mechanism for models, schedulers and pipelines.
+
+A component's configuration is a ``@dataclass(frozen=True)`` of JSON types (``config_class``). It is
+written as JSON with ``_class_name`` and ``_ncml_version`` and read back strictly: unknown keys, a
+config of another class or a value of the wrong type raise, nothing is dropped or reset silently.
+
+Classes are resolved by name only from a registry of ``ConfigMixin`` subclasses that are already
+imported (ncml's own, plus user subclasses such as a custom ``SDEScheduler``): nothing is imported
+because a JSON file says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from . import hub_utils
+
+T = TypeVar("T", bound="ConfigMixin")
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_class(cls: type) -> None:
+    _REGISTRY[cls.__name__] = cls
+
+
+def resolve_class(library: str, class_name: str, base: type, *, argname: str) -> type:
+    """Look up ``class_name`` among registered (imported) ``ConfigMixin`` subclasses of ``base``."""
+    if library == "ncml":
+        import ncml
+
+        if class_name in ncml._LAZY:  # a fixed table of ncml's own public classes
+            getattr(ncml, class_name)
+    cls = _REGISTRY.get(class_name)
+    top = cls.__module__.split(".")[0] if cls is not None else None
+    if cls is None or library not in ("ncml", top):
+        raise ValueError(
+            f"{argname}: class [{library!r}, {class_name!r}] is not an ncml class (only ncml classes and imported "
+            f"subclasses of ncml base classes are resolved; nothing is imported by name)"
+        )
+    if not issubclass(cls, base):
+        raise ValueError(f"{argname}: {class_name} is not a {base.__name__}")
+    return cls
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return {f.name: _to_json(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _to_json(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def config_from_dict(config_class: type, data: dict[str, Any], *, argname: str = "config") -> Any:
+    """Build ``config_class`` from a JSON dict; keys starting with ``_`` are metadata and skipped."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{argname} must be a dict or {config_class.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    values = {k: v for k, v in data.items() if not k.startswith("_")}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{argname}: unknown key(s) {unknown} for {config_class.__name__}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(config_class)
+    kwargs = {k: _check_type(f"{argname}.{k}", v, hints[k]) for k, v in values.items()}
+    return config_class(**kwargs)
+
+
+def _check_type(name: str, value: Any, tp: Any) -> Any:
+    """Accept ``value`` for annotation ``tp`` (JSON types only); lists become tuples, ints become floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            try:
+                return _check_type(name, value, arm)
+            except TypeError as e:
+                errors.append(str(e))
+        raise TypeError(f"{name}: {value!r} matches none of {tp}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is Any:
+        return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            args = typing.get_args(tp)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_check_type(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+            if len(args) == len(value):
+                return tuple(_check_type(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+    elif origin is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        raise TypeError(f"{name}: unsupported config annotation {tp}")
+    raise TypeError(f"{name}: expected {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
+
+
+class ConfigMixin:
+    """``from_config`` / ``save_config`` / ``from_pretrained`` / ``save_pretrained`` / ``push_to_hub``.
+
+    Subclasses set ``config_class`` (a frozen dataclass) and keep the instance in ``self.config``.
+    """
+
+    config_class: ClassVar[type]
+    config_name: ClassVar[str] = "config.json"
+    config: Any
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register_class(cls)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls: type[T], config: dict | Any) -> T:
+        """Build from a config dataclass or a JSON dict (unknown keys raise ``ValueError``)."""
+        if isinstance(config, dict):
+            name = config.get("_class_name")
+            if name is not None and name != cls.__name__:
+                raise ValueError(f"config: this config is for class {name!r}, not {cls.__name__!r}")
+            config = config_from_dict(cls.config_class, config)
+        elif not isinstance(config, cls.config_class):
+            raise TypeError(
+                f"config must be a dict or {cls.config_class.__name__}, got {type(config).__name__}")
+        return cls._from_config_object(config)
+
+    @classmethod
+    def _from_config_object(cls: type[T], config: Any) -> T:
+        return cls(config)
+
+    # -- files ------------------------------------------------------------------------------
+    def save_config(self, save_directory: str | os.PathLike) -> Path:
+        from . import __version__
+
+        path = Path(save_directory) / self.config_name
+        hub_utils.write_json(path, {"_class_name": type(self).__name__, "_ncml_version": __version__,
+                                    **config_to_dict(self.config)})
+        return path
+
+    @classmethod
+    def load_config(cls, folder: str | os.PathLike) -> dict[str, Any]:
+        path = Path(folder) / cls.config_name
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} has no {cls.config_name!r}; is it a {cls.__name__} folder?")
+        return hub_utils.read_json(path, argname="config")
+
+    @classmethod
+    def from_pretrained(cls: type[T], pretrained_model_name_or_path: str | os.PathLike, *,
+                        subfolder: str | None = None, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False) -> T:
+        """Load from a local folder or a Hub repo id (resolved from the local cache when offline)."""
+        folder = hub_utils.resolve_folder(pretrained_model_name_or_path, subfolder=subfolder, revision=revision,
+                                          cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        obj = cls.from_config(cls.load_config(folder))
+        obj._load_state(folder)
+        return obj
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, push_to_hub: bool = False,
+                        repo_id: str | None = None) -> None:
+        """Write a Hub-ready folder (config + weights where there are any); optionally upload it."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self.save_config(save_directory)
+        self._save_state(save_directory)
+        if push_to_hub:
+            if repo_id is None:
+                raise ValueError("repo_id is required when push_to_hub=True")
+            self.push_to_hub(repo_id)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str | None = None):
+        """Save to a temporary folder, add a model card, and upload it with ``HfApi.upload_folder``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            if not (Path(tmp) / "README.md").exists():
+                hub_utils.atomic_write_text(Path(tmp) / "README.md", self._model_card())
+            return hub_utils.upload_folder(tmp, repo_id, private=private, token=token,
+                                           commit_message=commit_message)
+
+    def _model_card(self) -> str:
+        return hub_utils.model_card_text(title=type(self).__name__,
+                                         summary=f"An ncml `{type(self).__name__}` saved with `save_pretrained`.")
+
+    # hooks for components with state beyond the config (weights)
+    def _save_state(self, folder: Path) -> None:
+        pass
+
+    def _load_state(self, folder: Path) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"

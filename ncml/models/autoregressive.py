@@ -1,0 +1,155 @@
+"""``ARBackbone``: the contract every autoregressive density model ``p_θ,t(x)`` in ncml satisfies.
+
+``forward(x, t, class_labels)`` is one teacher-forced pass returning per-dimension log-likelihoods in nats,
+``(B, C, H, W)``, in raster order with channels R→G→B inside a pixel. Where ``t == 0`` (per sample) this is
+the log of an exact probability mass over the ``2^num_bits`` bins; where ``t > 0`` it is the continuous
+density of ``x_t`` reported as ``log pdf + log Δ`` (Δ the bin width), so both read as bits/dim alike.
+
+``score`` is ``∇ₓ Σ log_prob`` by autograd and works inside ``torch.no_grad()`` (pipelines run there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .modeling_utils import ModelMixin
+
+
+@dataclass(frozen=True)
+class BackboneOutput:
+    log_prob: torch.Tensor  # (B, C, H, W) per-dimension log-likelihood, nats
+    params: torch.Tensor  # raw likelihood parameters from the network (layout is the backbone's own)
+
+
+class ARBackbone(ModelMixin):
+    """Base class of autoregressive backbones.
+
+    Subclasses implement ``forward`` and ``sample``; their config has at least ``sample_size``,
+    ``in_channels``, ``num_bits`` and ``num_classes`` (``None`` = unconditional).
+    """
+
+    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
+               known_mask: torch.Tensor | None = None, generator=None, use_cache: bool = True) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- derived quantities ------------------------------------------------------------------
+    def log_prob(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` log-likelihood per dimension in nats (= ``self(x, t, class_labels).log_prob``)."""
+        return self(x, t, class_labels).log_prob
+
+    def score(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``∇ₓ log p_θ,t(x)``, shape of ``x``; autograd is enabled even inside ``torch.no_grad()``."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            total = self(x, t, class_labels).log_prob.sum()
+            (grad,) = torch.autograd.grad(total, x)
+        return grad
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c = self.config
+        return (c.in_channels, c.sample_size, c.sample_size)
+
+    @property
+    def bin_width(self) -> float:
+        """Δ = 2 / (2^bits − 1): the spacing of the data grid in ``[-1, 1]``."""
+        return 2.0 / (2**self.config.num_bits - 1)
+
+    # ---- input checks shared by every backbone ---------------------------------------------------
+    def check_time(self, t, batch_size: int, *, device=None) -> torch.Tensor:
+        """``t`` as a float32 tensor ``(B,)``; a Python float is broadcast. Raises on NaN or ``t < 0``."""
+        if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
+            raise TypeError(f"t must be a float or a tensor of shape ({batch_size},), got {type(t).__name__}")
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.ndim == 0:
+            t = t.expand(batch_size)
+        if t.shape != (batch_size,):
+            raise ValueError(f"t must be a scalar or have shape ({batch_size},), got {tuple(t.shape)}")
+        if not torch.isfinite(t).all() or (t < 0).any():
+            raise ValueError(f"t must be finite and >= 0, got {t.tolist()}")
+        return t
+
+    def check_class_labels(self, class_labels, batch_size: int, *, device=None) -> torch.Tensor | None:
+        """Labels as an int64 tensor ``(B,)`` (int or list accepted), or ``None`` for unconditional models."""
+        num_classes = self.config.num_classes
+        if num_classes is None:
+            if class_labels is not None:
+                raise ValueError("class_labels were given but the model is unconditional (config.num_classes=None)")
+            return None
+        if class_labels is None:
+            raise ValueError(f"class_labels are required: the model is class-conditional with {num_classes} classes")
+        if isinstance(class_labels, bool):
+            raise TypeError("class_labels must be an int, a list of ints or an integer tensor, got bool")
+        if isinstance(class_labels, int):
+            class_labels = [class_labels] * batch_size
+        labels = torch.as_tensor(class_labels, device=device)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+            raise TypeError(f"class_labels must be integers, got dtype {labels.dtype}")
+        if labels.shape != (batch_size,):
+            raise ValueError(f"class_labels must have shape ({batch_size},), got {tuple(labels.shape)}")
+        if (labels < 0).any() or (labels >= num_classes).any():
+            raise ValueError(f"class_labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
+        return labels.long()
+
+    def check_inputs(self, x: torch.Tensor, t, class_labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate a forward pass's inputs; returns ``(t (B,), class_labels (B,) | None)``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a float tensor (B, C, H, W), got {type(x).__name__}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"x must be a floating-point tensor in model space [-1, 1], got dtype {x.dtype} "
+                            "(convert uint8 images with ncml.data.to_model_space)")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
+        if torch.isnan(x).any():
+            raise ValueError("x contains NaN")
+        t = self.check_time(t, x.shape[0], device=x.device)
+        clean = t == 0
+        if clean.any():
+            xc = x.detach()[clean]
+            if (xc.abs() > 1 + 1e-6).any():
+                raise ValueError("x must lie in [-1, 1] where t == 0")
+            k = (xc + 1) / self.bin_width
+            if ((k - k.round()).abs() > 1e-3).any():
+                raise ValueError(f"x must lie on the {2 ** self.config.num_bits}-level data grid where t == 0 "
+                                 "(x = 2k/(2^bits − 1) − 1); off-grid values have no probability mass")
+        return t, self.check_class_labels(class_labels, x.shape[0], device=x.device)
+
+    def check_known(self, known, known_mask, batch_size: int, *, device=None):
+        """Validate inpainting context: both or neither; float ``known`` and 0/1 ``known_mask`` of ``(B, C, H, W)``."""
+        if (known is None) != (known_mask is None):
+            raise ValueError("known and known_mask must be given together")
+        if known is None:
+            return None, None
+        shape = (batch_size, *self.image_shape)
+        for name, v in (("known", known), ("known_mask", known_mask)):
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"{name} must be a tensor of shape {shape}, got {type(v).__name__}")
+            if tuple(v.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(v.shape)}")
+        if not known.dtype.is_floating_point:
+            raise TypeError(f"known must be a float tensor in model space, got dtype {known.dtype}")
+        if torch.isnan(known).any():
+            raise ValueError("known contains NaN")
+        mask = known_mask.to(device=device)
+        if not ((mask == 0) | (mask == 1)).all():
+            raise ValueError("known_mask must hold only 0 and 1 (1 = keep)")
+        return known.to(device=device), mask.bool()
+
+    @staticmethod
+    def check_batch_size(batch_size) -> int:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return batch_size
+
+
+def bits_per_dim_from_log_prob(log_prob: torch.Tensor) -> torch.Tensor:
+    """Per-example bits/dim ``−mean(log_prob) / ln 2`` over all but the batch dimension."""
+    return -log_prob.flatten(1).mean(1) / math.log(2.0)
