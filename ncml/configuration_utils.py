@@ -31,7 +31,11 @@ def register_class(cls: type) -> None:
 
 
 def resolve_class(library: str, class_name: str, base: type, *, argname: str) -> type:
-    """Look up ``class_name`` among registered (imported) ``ConfigMixin`` subclasses of ``base``."""
+    """Look up ``[library, class_name]`` (as written in ``model_index.json``) without importing anything.
+
+    ``library`` is the top-level package of the class: ``"ncml"`` for ncml's own classes (taken from a fixed
+    table), or the package of a user subclass (e.g. a custom ``SDEScheduler``) that is already imported.
+    """
     if library == "ncml":
         import ncml
 
@@ -39,7 +43,7 @@ def resolve_class(library: str, class_name: str, base: type, *, argname: str) ->
             getattr(ncml, class_name)
     cls = _REGISTRY.get(class_name)
     top = cls.__module__.split(".")[0] if cls is not None else None
-    if cls is None or library not in ("ncml", top):
+    if cls is None or library != top:
         raise ValueError(
             f"{argname}: class [{library!r}, {class_name!r}] is not an ncml class (only ncml classes and imported "
             f"subclasses of ncml base classes are resolved; nothing is imported by name)"

@@ -7,6 +7,7 @@ import torch
 
 # tests/ helpers (hub_testing, backbone_tests, …) import as plain modules
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "schedulers"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
