@@ -139,8 +139,9 @@ class SDEScheduler(ConfigMixin):
         if not 0 < t_start <= self.t_max:
             raise ValueError(f"t_start must lie in (0, t_max={self.t_max}], got {t_start}")
         self.step_size = float(t_start) / num_inference_steps
+        # float64, so the first time is exactly t_start (a float32 t_max = 0.1 would exceed 0.1 itself)
         grid = torch.linspace(float(t_start), 0.0, num_inference_steps + 1, dtype=torch.float64)[:-1]
-        self.timesteps = grid.to(device=device, dtype=torch.float32)
+        self.timesteps = grid.to(device=device)
 
     def _dt(self) -> float:
         if self.step_size is None:

@@ -82,7 +82,8 @@ def test_saved_config_is_plain_json(tmp_path):
 def test_timesteps_grid():
     s = VESDEScheduler()
     s.set_timesteps(4, t_start=0.2)
-    torch.testing.assert_close(s.timesteps, torch.tensor([0.2, 0.15, 0.1, 0.05]))
+    torch.testing.assert_close(s.timesteps, torch.tensor([0.2, 0.15, 0.1, 0.05], dtype=torch.float64))
+    assert s.timesteps[0].item() == 0.2  # exactly t_start, so t_start = t_max passes the range check
     assert s.step_size == pytest.approx(0.05)
     s.set_timesteps(10)
     assert s.timesteps[0].item() == pytest.approx(0.25)  # default t_start = t_max / 2
