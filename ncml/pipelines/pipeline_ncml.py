@@ -1,0 +1,152 @@
+"""``NCMLPipeline``: two-part sampling from a noise conditional autoregressive model (paper section 4.2).
+
+Phase 1 draws ``x_{t_start} ~ p_θ,t_start`` autoregressively (one pixel at a time, ``backbone.sample``).
+Phase 2 refines it down to ``t = 0`` with the model's own score (:func:`ncml.pipelines.refinement.refine`).
+The result is quantised to ``uint8`` once. ``t_start = 0`` skips phase 2: plain AR sampling of ``p_θ,0``.
+
+The class-conditional and inpainting pipelines reuse :meth:`NCMLPipeline._generate`; only their arguments differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+
+from .. import utils
+from ..models.autoregressive import ARBackbone
+from ..schedulers.scheduling_utils import SDEScheduler
+from .pipeline_utils import (NCMLPipelineOutput, Pipeline, check_int, check_output_type, check_t_start,
+                             postprocess)
+from .refinement import refine
+
+# callback_on_step_end(pipeline, step_index, t, {"sample": x}) -> None or a dict whose "sample" replaces x
+StepEndCallback = Callable[["Pipeline", int, float, dict], "dict | None"]
+
+
+class NCMLPipeline(Pipeline):
+    """Unconditional two-part sampling: ``NCMLPipeline(backbone, scheduler)``.
+
+    ``backbone`` is an :class:`~ncml.models.autoregressive.ARBackbone` trained with NCML under the SDE of
+    ``scheduler`` (an :class:`~ncml.schedulers.SDEScheduler`).
+    """
+
+    # whether the backbone must be class-conditional (True), unconditional (False) or either (None)
+    class_conditional: ClassVar[bool | None] = False
+
+    def __init__(self, backbone: ARBackbone, scheduler: SDEScheduler):
+        self.register_components(backbone=backbone, scheduler=scheduler)
+        num_classes = backbone.config.num_classes
+        if self.class_conditional is False and num_classes is not None:
+            raise ValueError(f"backbone is class-conditional (num_classes={num_classes}); "
+                             "use NCMLClassConditionalPipeline")
+        if self.class_conditional is True and num_classes is None:
+            raise ValueError("backbone is unconditional (config.num_classes=None); use NCMLPipeline")
+
+    @torch.no_grad()
+    def __call__(self, batch_size: int = 1, *, t_start: float | None = None, num_inference_steps: int = 100,
+                 correct_steps: int = 1, snr: float = 0.16, probability_flow: bool = False, denoise: bool = True,
+                 generator: utils.Generator = None, output_type: str = "pil", return_dict: bool = True,
+                 callback_on_step_end: StepEndCallback | None = None) -> NCMLPipelineOutput | tuple:
+        """Draw ``batch_size`` images.
+
+        Args:
+            batch_size: number of images ``B``.
+            t_start: SDE time of the AR phase, in ``[0, scheduler.t_max]``; ``None`` = ``t_max / 2``;
+                ``0`` = plain AR sampling (no refinement).
+            num_inference_steps: predictor steps from ``t_start`` to 0 (uniform in ``t``).
+            correct_steps: Langevin corrector steps before each predictor step (0 = none).
+            snr: signal-to-noise ratio that sets the corrector's step size (Song et al. 2021).
+            probability_flow: refine with the probability-flow ODE instead of the reverse SDE.
+            denoise: end on the last predictor step's mean (no noise added in the final step).
+            generator: a ``torch.Generator`` or one per image; the global RNG is never used when given.
+            output_type: ``"pil"`` (list of PIL images), ``"np"`` (uint8 ``(B, H, W, C)``) or ``"pt"``
+                (float ``(B, C, H, W)`` in ``[-1, 1]``).
+            return_dict: return :class:`NCMLPipelineOutput`, else the tuple ``(images, nfe, noisy_samples)``.
+            callback_on_step_end: ``f(pipeline, step_index, t, {"sample": x})`` after every refinement step;
+                it may return ``{"sample": new_x}``.
+        """
+        return self._generate(batch_size, class_labels=None, known=None, known_mask=None, t_start=t_start,
+                              num_inference_steps=num_inference_steps, correct_steps=correct_steps, snr=snr,
+                              probability_flow=probability_flow, denoise=denoise, generator=generator,
+                              output_type=output_type, return_dict=return_dict,
+                              callback_on_step_end=callback_on_step_end)
+
+    # ---- the two phases, shared by every NCML pipeline ------------------------------------------
+    def _generate(self, batch_size, *, class_labels, known: torch.Tensor | None, known_mask: torch.Tensor | None,
+                  t_start, num_inference_steps, correct_steps, snr, probability_flow, denoise, generator,
+                  output_type, return_dict, callback_on_step_end) -> NCMLPipelineOutput | tuple:
+        """Two-part sampling; ``known`` ``(B, C, H, W)`` clean model-space values where ``known_mask`` is True."""
+        backbone, scheduler = self.backbone, self.scheduler
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("NCML pipelines take the score by autograd, which torch.inference_mode() forbids; "
+                               "call the pipeline outside inference_mode (it runs under torch.no_grad itself)")
+        batch_size = check_int("batch_size", batch_size, 1)
+        t_start = check_t_start(t_start, scheduler)
+        check_int("num_inference_steps", num_inference_steps, 1)
+        check_int("correct_steps", correct_steps, 0)
+        if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not (math.isfinite(snr) and snr > 0):
+            raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
+        for name, flag in (("probability_flow", probability_flow), ("denoise", denoise),
+                           ("return_dict", return_dict)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_output_type(output_type)
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
+        utils.check_generator(generator, batch_size)
+        device, dtype = backbone.device, backbone.dtype
+        class_labels = backbone.check_class_labels(class_labels, batch_size, device=device)
+        if known is not None:
+            known, known_mask = known.to(device=device, dtype=dtype), known_mask.to(device=device)
+
+        def impose_known(x: torch.Tensor, t: float) -> torch.Tensor:
+            """Known pixels as a fresh draw of ``p_t(x | x_known) = N(m(t)·x_known, s(t)²)`` (exact at t = 0)."""
+            if t == 0:
+                return torch.where(known_mask, known, x)
+            noise = utils.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return torch.where(known_mask, scheduler.add_noise(known, noise, t), x)
+
+        # phase 1: x_{t_start} ~ p_θ,t_start autoregressively, conditioned on the noised known pixels.
+        # It costs one (possibly incremental) network evaluation per pixel position; positions known in every
+        # image and channel are skipped.
+        _, height, width = backbone.image_shape
+        network_calls = height * width
+        if known is not None:
+            network_calls -= int(known_mask.all(dim=1).all(dim=0).sum())
+        context = None if known is None else impose_known(torch.zeros_like(known), t_start)
+        sample_options = {}
+        if "progress" in inspect.signature(backbone.sample).parameters:  # the backbone's own tqdm bar
+            sample_options["progress"] = not self.progress_bar_disabled
+        noisy = backbone.sample(batch_size, t_start, class_labels, known=context,
+                                known_mask=None if known is None else known_mask, generator=generator,
+                                **sample_options)
+
+        # phase 2: score-based refinement from t_start to 0
+        if t_start == 0:
+            sample, nfe = noisy, network_calls
+        else:
+            on_step_end = None
+            if callback_on_step_end is not None:
+                def on_step_end(i, t, x):
+                    returned = callback_on_step_end(self, i, t, {"sample": x})
+                    if returned is None:
+                        return None
+                    if not isinstance(returned, dict):
+                        raise TypeError(f"callback_on_step_end must return None or a dict, got "
+                                        f"{type(returned).__name__}")
+                    return returned.get("sample")
+
+            refined = refine(backbone, scheduler, noisy, t_start=t_start, num_inference_steps=num_inference_steps,
+                             correct_steps=correct_steps, snr=snr, probability_flow=probability_flow,
+                             denoise=denoise, class_labels=class_labels, generator=generator,
+                             impose_known=None if known is None else impose_known, on_step_end=on_step_end,
+                             progress_bar=self.progress_bar)
+            sample, nfe = refined.sample, network_calls + refined.nfe
+
+        out = NCMLPipelineOutput(images=postprocess(sample, output_type, num_bits=backbone.config.num_bits),
+                                 nfe=nfe, noisy_samples=noisy)
+        return out if return_dict else out.to_tuple()
