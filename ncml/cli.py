@@ -1,0 +1,332 @@
+"""``ncml``: sample from an NCML pipeline and evaluate it from the command line.
+
+    ncml sample      --num-images 16 --t-start 0.05 --steps 100 --seed 0 --out samples.png
+    ncml evaluate    --dataset mnist5k --num-images 200                  # bits/dim against t (clean, noised)
+    ncml sanity-test --dataset mnist5k --num-images 200                  # LSB flips: NLL and Δlog p (Fig. 4)
+    ncml ood         --dataset mnist5k --ood-dataset digits --resize     # AUROC and histograms
+
+Every command takes ``--pipeline PATH_OR_REPO_ID`` (a pipeline folder or a Hub repo id; default: the bundled
+model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits`` or a folder of
+PNG/JPEG images; nothing is downloaded except a Hub repo named with ``--pipeline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_PIPELINE = "ncpn-mnist5k-vp"
+PIPELINE_CLASSES = ("NCMLPipeline", "NCMLClassConditionalPipeline")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``ncml: error: …`` with exit status 2."""
+
+
+# ---- loading ------------------------------------------------------------------------------------------
+def load_pipeline(spec: str | None, device: str):
+    """The pipeline named by ``--pipeline`` (folder or Hub repo id), or the bundled default, on ``device``."""
+    import ncml
+    from ncml import hub_utils
+
+    if spec is None:
+        try:
+            spec = str(ncml.pretrained(DEFAULT_PIPELINE))
+        except (ImportError, AttributeError, FileNotFoundError, ValueError, KeyError) as e:
+            raise CLIError(f"the bundled pipeline {DEFAULT_PIPELINE!r} is not available in this installation "
+                           f"({type(e).__name__}: {e}); pass --pipeline PATH_OR_REPO_ID") from e
+    try:
+        folder = hub_utils.resolve_folder(spec)
+        if not (folder / "model_index.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a pipeline folder (it has no model_index.json)")
+        index = hub_utils.read_json(folder / "model_index.json", argname="model_index.json")
+        name = index.get("_class_name", "NCMLPipeline")
+        if name not in PIPELINE_CLASSES:
+            raise ValueError(f"model_index.json names {name!r}; the CLI runs {', '.join(PIPELINE_CLASSES)}")
+        cls = getattr(ncml, name)  # one of a fixed list of ncml's own classes
+        pipe = cls.from_pretrained(folder)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise CLIError(f"--pipeline {spec}: {e}") from e
+    return pipe.to(device)
+
+
+def load_images(spec: str, *, split: str, num_images: int | None, seed: int, backbone, resize: bool,
+                argname: str = "--dataset") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(N, H, W, C)`` images and int64 labels from a bundled dataset, a folder, or ``"noise"``.
+
+    A seeded random subset of ``num_images`` (the bundled splits are ordered by class). With ``resize`` images
+    of another size are resized (PIL bilinear) and grey images repeated to 3 channels to fit the backbone.
+    """
+    from ncml.data import DATASETS, ImageFolder, load_dataset
+
+    c, s = backbone.config.in_channels, backbone.config.sample_size
+    rng = np.random.default_rng(seed)
+    if spec == "noise":
+        n = num_images or 100
+        images = rng.integers(0, 2**backbone.config.num_bits, size=(n, s, s, c), dtype=np.uint8)
+        return images, np.zeros(n, dtype=np.int64)
+    if spec in DATASETS:
+        images, labels = load_dataset(spec, split)
+    elif Path(spec).is_dir():
+        folder = ImageFolder(spec)
+        images, labels = folder.images, folder.labels
+    else:
+        raise CLIError(f"{argname} must be one of {', '.join(DATASETS)}, 'noise' or an image folder; got {spec!r}")
+    if num_images is not None and num_images < len(images):
+        idx = np.sort(rng.choice(len(images), size=num_images, replace=False))
+        images, labels = images[idx], labels[idx]
+    if images.shape[1:] != (s, s, c):
+        if not resize:
+            raise CLIError(f"{argname} {spec}: images are {images.shape[1:]} (H, W, C) but the model expects "
+                           f"{(s, s, c)}; pass --resize to resize them")
+        images = _resize(images, s, c)
+    return images, labels
+
+
+def _resize(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    if images.shape[3] not in (1, channels):
+        raise CLIError(f"cannot turn {images.shape[3]}-channel images into {channels}-channel ones")
+    out = np.stack([np.asarray(Image.fromarray(im[..., 0] if im.shape[2] == 1 else im)
+                               .resize((size, size), Image.BILINEAR)) for im in images])
+    out = out[..., None] if out.ndim == 3 else out
+    return np.repeat(out, channels, axis=3) if out.shape[3] != channels else out
+
+
+def _labels_for(backbone, labels: np.ndarray):
+    return None if backbone.config.num_classes is None else torch.from_numpy(labels)
+
+
+def _times(args, scheduler) -> tuple[float, ...]:
+    """``--ts``, or 0 and ``--num-times − 1`` log-spaced times up to the scheduler's ``t_max``."""
+    from ncml.evaluation import default_times
+
+    if args.ts:
+        return _check_times(tuple(args.ts), scheduler)
+    if args.num_times < 2:
+        raise CLIError(f"--num-times must be >= 2, got {args.num_times}")
+    return default_times(scheduler.t_max, args.num_times)
+
+
+def _check_times(ts: tuple[float, ...], scheduler) -> tuple[float, ...]:
+    for t in ts:
+        if not 0 <= t <= scheduler.t_max:
+            raise CLIError(f"--ts: {t} is outside [0, t_max={scheduler.t_max}] of the pipeline's scheduler")
+    return ts
+
+
+def _wrote(path: Path) -> None:
+    print(f"wrote {path}")
+
+
+# ---- commands -----------------------------------------------------------------------------------------
+def cmd_sample(args) -> None:
+    from ncml.evaluation import classifier_features, frechet_distance, load_digit_classifier, make_grid
+    from ncml.evaluation.reporting import format_table
+
+    pipe = load_pipeline(args.pipeline, args.device)
+    pipe.set_progress_bar_config(disable=args.no_progress)
+    backbone = pipe.backbone
+    generator = torch.Generator(device=backbone.device).manual_seed(args.seed)
+    num_classes = backbone.config.num_classes
+    if args.reference is not None and (backbone.config.sample_size, backbone.config.in_channels) != (28, 1):
+        raise CLIError(f"--reference scores 28×28 grey digits (the shipped classifier's input); this pipeline makes "
+                       f"{backbone.config.sample_size}×{backbone.config.sample_size}×{backbone.config.in_channels}")
+    images, nfe, start = [], 0, time.perf_counter()
+    for first in range(0, args.num_images, args.batch_size):
+        b = min(args.batch_size, args.num_images - first)
+        extra = {}
+        if num_classes is not None:
+            labels = [args.class_label] * b if args.class_label is not None else \
+                [(first + i) % num_classes for i in range(b)]
+            extra["class_labels"] = torch.tensor(labels, device=backbone.device)
+        out = pipe(b, t_start=args.t_start, num_inference_steps=args.steps, correct_steps=args.correct_steps,
+                   snr=args.snr, generator=generator, output_type="np", **extra)
+        images.append(np.asarray(out.images))
+        nfe += int(out.nfe)
+    seconds = time.perf_counter() - start
+    images = np.concatenate(images)
+    rows = [["images", str(len(images))], ["t_start", f"{args.t_start:g}" if args.t_start is not None else "default"],
+            *([["refinement", "none (t_start = 0: plain AR sampling)"]] if args.t_start == 0 else
+              [["refinement steps", str(args.steps)], ["corrector steps", str(args.correct_steps)],
+               ["snr", f"{args.snr:g}"]]),
+            ["network evaluations", str(nfe)], ["seconds", f"{seconds:.1f}"],
+            ["seconds / image", f"{seconds / len(images):.2f}"]]
+    if args.reference is not None:
+        ref, _ = load_images(args.reference, split="test", num_images=None, seed=args.seed, backbone=backbone,
+                             resize=False, argname="--reference")
+        try:
+            classifier = load_digit_classifier()
+            fd = frechet_distance(classifier_features(images, classifier=classifier),
+                                  classifier_features(ref, classifier=classifier))
+        except ValueError as e:
+            raise CLIError(f"--reference: {e}") from e
+        rows.append([f"Fréchet distance to {args.reference} test (digit-classifier features)", f"{fd:.3f}"])
+    print(format_table(["sampling", "value"], rows))
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, nrow=args.nrow, scale=args.scale).save(out_path)
+    _wrote(out_path)
+    if args.save_npz:
+        np.savez_compressed(args.save_npz, images=images)
+        _wrote(Path(args.save_npz))
+
+
+def cmd_evaluate(args) -> None:
+    from ncml.evaluation import bits_per_dim, plot_bits_per_dim
+    from ncml.evaluation.reporting import format_table
+
+    pipe = load_pipeline(args.pipeline, args.device)
+    backbone, scheduler = pipe.backbone, pipe.scheduler
+    images, labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
+                                 backbone=backbone, resize=args.resize)
+    labels = _labels_for(backbone, labels)
+    ts = _times(args, scheduler)
+    generator = torch.Generator(device=backbone.device).manual_seed(args.seed)
+    clean, noised = [], []
+    for t in ts:
+        common = dict(class_labels=labels, batch_size=args.batch_size, progress=not args.no_progress)
+        clean.append(bits_per_dim(backbone, images, t, **common).mean)
+        noised.append(clean[-1] if t == 0 else
+                      bits_per_dim(backbone, images, t, noised=True, scheduler=scheduler, generator=generator,
+                                   **common).mean)
+    print(f"{args.dataset} ({args.split}), {len(images)} images; NLL in bits/dim")
+    print(format_table(["t", "clean x_0 under p_θ,t", "x_t ~ p_t(·|x_0) under p_θ,t (NCML)"],
+                       [[f"{t:.4g}", f"{c:.4f}", f"{n:.4f}"] for t, c, n in zip(ts, clean, noised)]))
+    _wrote(plot_bits_per_dim(ts, {"clean x_0": np.array(clean), "noised x_t": np.array(noised)}, args.out,
+                             title=f"{args.dataset}: NLL against t"))
+
+
+def cmd_sanity_test(args) -> None:
+    from ncml.evaluation import noise_robustness, plot_robustness
+
+    pipe = load_pipeline(args.pipeline, args.device)
+    backbone = pipe.backbone
+    images, labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
+                                 backbone=backbone, resize=args.resize)
+    ts = _times(args, pipe.scheduler)
+    try:
+        result = noise_robustness(backbone, images, pis=tuple(args.pis), ts=ts,
+                                  class_labels=_labels_for(backbone, labels), batch_size=args.batch_size,
+                                  generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    print(f"LSB sanity test on {args.dataset} ({args.split}), {len(images)} images; bits/dim (section 3.1, Eq. 9)")
+    print(result.table())
+    _wrote(plot_robustness(result, args.out, title=f"{args.dataset}: Δlog p against t"))
+
+
+def cmd_ood(args) -> None:
+    from ncml.evaluation import ood_auroc, plot_ood_histograms
+
+    pipe = load_pipeline(args.pipeline, args.device)
+    backbone = pipe.backbone
+    in_images, in_labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
+                                       backbone=backbone, resize=args.resize)
+    out_images, out_labels = load_images(args.ood_dataset, split=args.split, num_images=args.num_images,
+                                         seed=args.seed + 1, backbone=backbone, resize=args.resize,
+                                         argname="--ood-dataset")
+    ts = _check_times(tuple(args.ts) if args.ts else (0.0,), pipe.scheduler)
+    result = ood_auroc(backbone, in_images, out_images, args.statistic, ts=ts,
+                       in_labels=_labels_for(backbone, in_labels), out_labels=_labels_for(backbone, out_labels),
+                       batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"OOD detection: in = {args.dataset} ({len(in_images)}), out = {args.ood_dataset} ({len(out_images)}); "
+          "NLL in bits/dim, OOD = positive class")
+    print(result.table())
+    _wrote(plot_ood_histograms(result, args.out, in_name=args.dataset, out_name=args.ood_dataset))
+
+
+# ---- argument parsing ---------------------------------------------------------------------------------
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ncml", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,evaluate,sanity-test,ood}")
+
+    def common(p, *, out: str):
+        p.add_argument("--pipeline", default=None, metavar="PATH_OR_REPO_ID",
+                       help=f"pipeline folder or Hub repo id (default: the bundled {DEFAULT_PIPELINE!r})")
+        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        p.add_argument("--batch-size", type=_positive_int, default=64)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=out, help=f"PNG to write (default: {out})")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    def data(p, *, num_images: int):
+        p.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | an image folder (default: mnist5k)")
+        p.add_argument("--split", default="test", choices=("train", "test"))
+        p.add_argument("--num-images", type=_positive_int, default=num_images,
+                       help=f"a seeded random subset of this many images (default: {num_images})")
+        p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
+
+    def times(p, help_default: str):
+        p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help=f"times t ({help_default})")
+        p.add_argument("--num-times", type=_positive_int, default=6,
+                       help="number of default times: 0 and log-spaced ones up to t_max (default: 6)")
+
+    p = sub.add_parser("sample", help="draw samples (AR at t_start, then score-based refinement) and save a grid")
+    common(p, out="samples.png")
+    p.add_argument("--num-images", type=_positive_int, default=16)
+    p.add_argument("--t-start", type=float, default=None, help="AR sampling time (default: t_max / 2; 0 = plain AR)")
+    p.add_argument("--steps", type=_positive_int, default=100, help="refinement steps from t_start to 0")
+    p.add_argument("--correct-steps", type=int, default=1, help="Langevin corrector steps per step")
+    p.add_argument("--snr", type=float, default=0.16, help="corrector signal-to-noise ratio")
+    p.add_argument("--class-label", type=int, default=None, help="class of every sample (class-conditional models)")
+    p.add_argument("--nrow", type=_positive_int, default=None, help="images per grid row")
+    p.add_argument("--scale", type=_positive_int, default=2, help="upscaling of the grid PNG (default: 2)")
+    p.add_argument("--reference", default=None, metavar="DATASET",
+                   help="also print the Fréchet distance in digit-classifier features to this dataset's test split "
+                        "(28×28 grey digits, e.g. mnist5k; needs >= 64 samples)")
+    p.add_argument("--save-npz", default=None, metavar="PATH", help="also save the uint8 samples as .npz")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="NLL in bits/dim against t, of clean and of noised images")
+    common(p, out="bits_per_dim.png")
+    data(p, num_images=200)
+    times(p, "default: 0 and log-spaced times up to the scheduler's t_max")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sanity-test", help="the LSB sanity test: NLL of p_π and Δlog p against t (Fig. 4)")
+    common(p, out="robustness.png")
+    data(p, num_images=200)
+    times(p, "default: 0 and log-spaced times up to the scheduler's t_max")
+    p.add_argument("--pis", type=float, nargs="+", default=[0.0, 0.5, 1.0], metavar="PI",
+                   help="LSB flip probabilities (default: 0 0.5 1)")
+    p.set_defaults(func=cmd_sanity_test)
+
+    p = sub.add_parser("ood", help="out-of-distribution detection: AUROC of NLL statistics, histograms")
+    common(p, out="ood.png")
+    data(p, num_images=200)
+    p.add_argument("--ood-dataset", required=True, help="mnist5k | digits | an image folder | noise")
+    p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help="times t (default: 0)")
+    p.add_argument("--statistic", default="nll_mean", choices=("nll", "nll_mean"),
+                   help="nll: NLL at the first t; nll_mean: NLL averaged over --ts (default)")
+    p.set_defaults(func=cmd_ood)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``ncml`` command line; returns the exit status (0 on success, 2 on a usage error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CLIError as e:
+        print(f"ncml: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

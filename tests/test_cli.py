@@ -1,0 +1,121 @@
+"""The ``ncml`` command line, run in-process (``main(argv)``) on a tiny saved pipeline."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ncml import cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    """A tiny untrained NCPN + VP-SDE pipeline for 8×8 grey images (the size of the bundled ``digits``)."""
+    pipelines = pytest.importorskip("ncml.pipelines.pipeline_ncml", reason="NCMLPipeline is not built yet")
+    from ncml.models.ncpn import NCPNConfig, NCPNModel
+    from ncml.schedulers import VPSDEScheduler
+
+    backbone = NCPNModel(NCPNConfig(sample_size=8, in_channels=1, nr_resnet=1, nr_filters=8, nr_logistic_mix=2,
+                                    attention_heads=0, dropout=0.0, embedding_dim=16))
+    folder = tmp_path_factory.mktemp("pipeline")
+    pipelines.NCMLPipeline(backbone=backbone, scheduler=VPSDEScheduler()).save_pretrained(folder)
+    return str(folder)
+
+
+def run(argv, capsys):
+    code = cli.main([*argv, "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_sample_writes_a_grid(tiny_pipeline, tmp_path, capsys):
+    out = tmp_path / "grid" / "samples.png"
+    npz = tmp_path / "samples.npz"
+    code, text, err = run(["sample", "--pipeline", tiny_pipeline, "--num-images", "3", "--batch-size", "2",
+                           "--t-start", "0.01", "--steps", "2", "--seed", "0", "--out", str(out), "--nrow", "3",
+                           "--scale", "1", "--save-npz", str(npz)], capsys)
+    assert code == 0, err
+    assert "network evaluations" in text and f"wrote {out}" in text
+    assert out.read_bytes()[:8] == PNG
+    assert Image.open(out).size == (2 + 3 * 10, 2 + 10)  # 3 images of 8 px, 2 px padding
+    images = np.load(npz)["images"]
+    assert images.shape == (3, 8, 8, 1) and images.dtype == np.uint8
+
+
+def test_evaluate(tiny_pipeline, tmp_path, capsys):
+    out = tmp_path / "bpd.png"
+    code, text, err = run(["evaluate", "--pipeline", tiny_pipeline, "--dataset", "digits", "--num-images", "6",
+                           "--ts", "0", "0.01", "--batch-size", "4", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "NCML" in text and len([line for line in text.splitlines() if line.startswith(("0 ", "0.01"))]) == 2
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_sanity_test(tiny_pipeline, tmp_path, capsys):
+    out = tmp_path / "robustness.png"
+    code, text, err = run(["sanity-test", "--pipeline", tiny_pipeline, "--dataset", "digits", "--num-images", "5",
+                           "--num-times", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "Δlog p π=1" in text and out.read_bytes()[:8] == PNG
+
+
+def test_ood_with_an_image_folder(tiny_pipeline, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # 10×10: needs --resize
+        Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+    out = tmp_path / "ood.png"
+    code, text, err = run(["ood", "--pipeline", tiny_pipeline, "--dataset", "digits", "--ood-dataset", str(folder),
+                           "--resize", "--num-images", "6", "--ts", "0", "0.02", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "AUROC" in text and "nll_mean (statistic)" in text and out.read_bytes()[:8] == PNG
+    code, _, err = run(["ood", "--pipeline", tiny_pipeline, "--dataset", "digits", "--ood-dataset", str(folder),
+                        "--out", str(out)], capsys)
+    assert code == 2 and "--resize" in err
+
+
+def test_bad_times_and_datasets(tiny_pipeline, capsys):
+    code, _, err = run(["evaluate", "--pipeline", tiny_pipeline, "--dataset", "digits", "--ts", "5.0"], capsys)
+    assert code == 2 and "t_max" in err
+    code, _, err = run(["evaluate", "--pipeline", tiny_pipeline, "--dataset", "cifar10"], capsys)
+    assert code == 2 and "--dataset" in err
+
+
+def test_missing_default_pipeline_says_to_pass_one(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "DEFAULT_PIPELINE", "no-such-bundled-model")
+    code, _, err = run(["sample", "--num-images", "1"], capsys)
+    assert code == 2 and "pass --pipeline PATH_OR_REPO_ID" in err
+
+
+def test_missing_pipeline_folder(tmp_path, capsys):
+    code, _, err = run(["sanity-test", "--pipeline", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "--pipeline" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sample", "--num-images", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main([])
+
+
+def test_class_conditional_pipeline(tmp_path, capsys):
+    """Labels reach the backbone: cycled (or --class-label) when sampling, the dataset's when evaluating."""
+    pipelines = pytest.importorskip("ncml.pipelines.pipeline_ncml_class_conditional",
+                                    reason="NCMLClassConditionalPipeline is not built yet")
+    from ncml.models.ncpn import NCPNConfig, NCPNModel
+    from ncml.schedulers import VPSDEScheduler
+
+    backbone = NCPNModel(NCPNConfig(sample_size=8, in_channels=1, nr_resnet=1, nr_filters=8, nr_logistic_mix=2,
+                                    attention_heads=0, dropout=0.0, embedding_dim=16, num_classes=10))
+    folder = tmp_path / "pipeline"
+    pipelines.NCMLClassConditionalPipeline(backbone=backbone, scheduler=VPSDEScheduler()).save_pretrained(folder)
+    code, _, err = run(["sample", "--pipeline", str(folder), "--num-images", "2", "--t-start", "0",
+                        "--class-label", "3", "--out", str(tmp_path / "s.png")], capsys)
+    assert code == 0, err
+    code, text, err = run(["evaluate", "--pipeline", str(folder), "--dataset", "digits", "--num-images", "4",
+                           "--ts", "0", "--out", str(tmp_path / "e.png")], capsys)
+    assert code == 0, err
