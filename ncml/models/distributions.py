@@ -1,0 +1,205 @@
+"""Logistic mixtures over pixels: the likelihood head of every ncml backbone (PixelCNN++, Salimans et al. 2017).
+
+A pixel with ``C`` channels (1 or 3) is modelled by ``M`` logistic components that share one mixture index
+``k`` across the channels of the pixel. For three channels the component means are coupled linearly in
+R→G→B order (PixelCNN++):
+
+    μ_G,k = m_G,k + α_k · x_R          μ_B,k = m_B,k + β_k · x_R + γ_k · x_G        (α, β, γ = tanh(·))
+
+so the joint density of a pixel is ``Σ_k π_k · L(x_R; μ_R,k, s_R,k) · L(x_G; μ_G,k, s_G,k) · L(x_B; μ_B,k, s_B,k)``.
+``log_prob`` returns it **per channel** as the exact conditionals ``log p(x_c | x_<c)`` of that joint,
+
+    log p(x_c | x_<c) = LSE_k[log π_k + Σ_{c' ≤ c} ℓ_c',k] − LSE_k[log π_k + Σ_{c' < c} ℓ_c',k],
+
+which sum over the channels to the joint (so per-dimension bits/dim read as usual) and are what the
+autoregressive order R→G→B needs. ``ℓ_c,k`` is, per sample,
+
+* ``discrete`` (``t == 0``): the log mass of the data bin of width ``Δ = 2/(2^bits − 1)`` centred on the grid
+  value ``x``; the bins at −1 and +1 are open (they extend to ∓∞), so the ``2^bits`` masses sum to 1;
+* continuous (``t > 0``): the log density of ``x``; the caller adds ``log Δ`` to report it in the same units.
+
+Parameter layout (``params`` of shape ``(B, P, *spatial)``, ``P = num_params(C, M)``), along dim 1:
+``M`` mixture logits, then ``C·M`` means, ``C·M`` log-scales, and for ``C = 3`` another ``3·M`` raw coupling
+coefficients (before ``tanh``), each block channel-major (index ``c·M + k``).
+Log-scales are clamped at ``MIN_LOG_SCALE`` (PixelCNN++'s −7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import utils
+
+MIN_LOG_SCALE = -7.0
+# Uniform draws are kept this far from 0 and 1 so that logistic/inverse-CDF draws stay finite.
+_U_EPS = 1e-7
+
+
+def num_params(num_channels: int, num_mixtures: int) -> int:
+    """Parameters per pixel: logits + means + log-scales (+ 3 coupling coefficients for RGB), times ``M``."""
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+    return num_mixtures * (1 + 2 * num_channels + (3 if num_channels == 3 else 0))
+
+
+class LogisticMixture:
+    """A per-pixel mixture of ``M`` logistics over ``C`` channels (see module docstring).
+
+    Args:
+        params: ``(B, P, *spatial)`` raw network outputs, ``P = num_params(num_channels, num_mixtures)``.
+        num_channels: ``C`` (1 or 3).
+        num_bits: the data grid of the discrete (``t == 0``) branch: ``2^num_bits`` levels in ``[-1, 1]``.
+    """
+
+    def __init__(self, params: torch.Tensor, num_channels: int, num_bits: int):
+        if params.ndim < 2:
+            raise ValueError(f"params must have shape (B, P, ...), got {tuple(params.shape)}")
+        per_channel = 2 + (1 if num_channels == 3 else 0)
+        if params.shape[1] % (1 + per_channel * num_channels) != 0:
+            raise ValueError(f"params has {params.shape[1]} channels, not a multiple of "
+                             f"{1 + per_channel * num_channels} (for {num_channels} image channels)")
+        m = params.shape[1] // (1 + per_channel * num_channels)
+        if params.shape[1] != num_params(num_channels, m):
+            raise ValueError(f"params has {params.shape[1]} channels, expected {num_params(num_channels, m)}")
+        self.num_channels = num_channels
+        self.num_mixtures = m
+        self.num_bits = num_bits
+        self.bin_width = 2.0 / (2**num_bits - 1)
+        spatial = params.shape[2:]
+        b, c = params.shape[0], num_channels
+        self.logits = params[:, :m]  # (B, M, *S)
+        self.means = params[:, m:(1 + c) * m].reshape(b, c, m, *spatial)  # (B, C, M, *S)
+        self.log_scales = params[:, (1 + c) * m:(1 + 2 * c) * m].reshape(b, c, m, *spatial).clamp(min=MIN_LOG_SCALE)
+        self.coeffs = torch.tanh(params[:, (1 + 2 * c) * m:].reshape(b, 3, m, *spatial)) if c == 3 else None
+
+    # ---- structure -------------------------------------------------------------------------------
+    def coupled_means(self, x: torch.Tensor) -> torch.Tensor:
+        """Component means ``(B, C, M, *S)`` given the pixel values ``x`` ``(B, C, *S)`` of earlier channels."""
+        if self.num_channels == 1:
+            return self.means
+        xr, xg = x[:, 0:1], x[:, 1:2]  # (B, 1, *S): broadcast over the M components
+        a, b_, g = self.coeffs[:, 0], self.coeffs[:, 1], self.coeffs[:, 2]
+        mean_r = self.means[:, 0]
+        mean_g = self.means[:, 1] + a * xr
+        mean_b = self.means[:, 2] + b_ * xr + g * xg
+        return torch.stack([mean_r, mean_g, mean_b], dim=1)
+
+    def component_log_probs(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
+        """``ℓ_c,k`` of shape ``(B, C, M, *S)``: log bin mass where ``discrete`` (per sample), else log density.
+
+        The two branches are evaluated on disjoint index subsets of the batch (never both on every sample
+        through ``torch.where``, whose unused branch can be ``inf`` and poison the gradient with NaNs).
+        """
+        means = self.coupled_means(x)
+        xk = x.unsqueeze(2)  # (B, C, 1, *S)
+        discrete = _as_batch_mask(discrete, x.shape[0], x.device)
+        if discrete.all():
+            return _discretized_logistic_log_mass(xk, means, self.log_scales, self.num_bits)
+        if not discrete.any():
+            return _logistic_log_pdf(xk, means, self.log_scales)
+        idx_d, idx_c = discrete.nonzero().squeeze(1), (~discrete).nonzero().squeeze(1)
+        out_d = _discretized_logistic_log_mass(xk[idx_d], means[idx_d], self.log_scales[idx_d], self.num_bits)
+        out_c = _logistic_log_pdf(xk[idx_c], means[idx_c], self.log_scales[idx_c])
+        out = out_d.new_zeros(means.shape)
+        return out.index_copy(0, idx_d, out_d).index_copy(0, idx_c, out_c)
+
+    # ---- likelihood ------------------------------------------------------------------------------
+    def log_prob(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
+        """Per-channel conditionals ``log p(x_c | x_<c)`` in nats, ``(B, C, *S)``.
+
+        Where ``discrete`` (per sample) these are log probability masses of the bins holding ``x`` (``x`` must be
+        on the grid); elsewhere log densities (add ``log Δ`` to compare with masses).
+        """
+        log_pi = F.log_softmax(self.logits, dim=1)  # (B, M, *S)
+        comp = self.component_log_probs(x, discrete)  # (B, C, M, *S)
+        joint = log_pi.unsqueeze(1) + comp.cumsum(dim=1)  # log π_k + Σ_{c' ≤ c} ℓ_c',k
+        log_prefix = torch.logsumexp(joint, dim=2)  # log p(x_≤c), (B, C, *S)
+        previous = torch.cat([torch.zeros_like(log_prefix[:, :1]), log_prefix[:, :-1]], dim=1)
+        return log_prefix - previous
+
+    # ---- sampling --------------------------------------------------------------------------------
+    def sample(self, discrete: torch.Tensor | bool, *, known: torch.Tensor | None = None,
+               known_mask: torch.Tensor | None = None, generator: utils.Generator = None) -> torch.Tensor:
+        """Draw ``x`` ``(B, C, *S)`` channel by channel (R→G→B) from the exact conditionals.
+
+        For channel ``c`` the component is drawn from its posterior ``∝ π_k Π_{c'<c} p(x_c' | k, x_<c')`` and the
+        value from that logistic (inverse CDF); where ``discrete`` it is rounded to the nearest grid value with the
+        edge bins open, which is exactly the discretized mass. Channels with ``known_mask`` true (``(B, C, *S)``)
+        keep ``known``. Every spatial position is drawn independently (the caller owns the raster order).
+        """
+        b, c = self.means.shape[:2]
+        spatial = self.means.shape[3:]
+        discrete = _as_batch_mask(discrete, b, self.means.device)
+        x = torch.zeros((b, c, *spatial), dtype=self.means.dtype, device=self.means.device)
+        if known is not None:
+            x = torch.where(known_mask, known.to(x.dtype), x)
+        log_w = F.log_softmax(self.logits, dim=1)  # (B, M, *S): posterior over k given channels drawn so far
+        for ch in range(c):
+            u_k = utils.rand((b, *spatial), generator=generator, device=x.device, dtype=x.dtype)
+            k = _categorical(log_w, u_k)  # (B, *S)
+            means = self.coupled_means(x)[:, ch]  # (B, M, *S)
+            mu = means.gather(1, k.unsqueeze(1)).squeeze(1)
+            log_s = self.log_scales[:, ch].gather(1, k.unsqueeze(1)).squeeze(1)
+            u = utils.rand((b, *spatial), generator=generator, device=x.device, dtype=x.dtype)
+            u = u.clamp(_U_EPS, 1 - _U_EPS)
+            value = mu + log_s.exp() * (torch.log(u) - torch.log1p(-u))
+            value = torch.where(discrete.view(-1, *[1] * (value.ndim - 1)), self.quantize(value), value)
+            if known is not None:
+                value = torch.where(known_mask[:, ch], x[:, ch], value)
+            x[:, ch] = value
+            if ch + 1 < c:
+                log_w = log_w + self.component_log_probs(x, discrete)[:, ch]
+        return x
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest grid value ``2k/(2^bits − 1) − 1``, ``k`` clipped to the open edge bins."""
+        k = torch.round((x + 1) / self.bin_width).clamp(0, 2**self.num_bits - 1)
+        return k * self.bin_width - 1
+
+
+# ---- elementwise log-likelihoods --------------------------------------------------------------------
+def _logistic_log_pdf(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """``log L(x; μ, s) = −u − log s − 2·softplus(−u)``, ``u = (x − μ)/s`` (symmetric, overflow-free)."""
+    u = (x - mean) * torch.exp(-log_scale)
+    return -u - log_scale - 2 * F.softplus(-u)
+
+
+def _discretized_logistic_log_mass(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                   num_bits: int) -> torch.Tensor:
+    """``log P(bin of x)`` for a logistic, bins ``[x − Δ/2, x + Δ/2]`` with open edge bins at ±1.
+
+    Interior bins use ``log(σ(a) − σ(b)) = logσ(a) + logσ(−b) + log(−expm1(−(a − b)))`` (exact, no cancellation);
+    should ``−expm1`` still underflow (a bin tiny against the scale), the log density at the centre plus ``log Δ``
+    replaces it. Both candidates are finite, so selecting with ``where`` is gradient-safe here.
+    """
+    levels = 2**num_bits - 1
+    delta = 2.0 / levels
+    inv_s = torch.exp(-log_scale)
+    centered = x - mean
+    a = inv_s * (centered + delta / 2)  # upper edge, standardised
+    b = inv_s * (centered - delta / 2)  # lower edge
+    width = -torch.expm1(-(a - b))
+    tiny = torch.finfo(width.dtype).tiny
+    interior = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(width.clamp(min=tiny))
+    fallback = _logistic_log_pdf(x, mean, log_scale) + math.log(delta)
+    interior = torch.where(width > tiny, interior, fallback)
+    k = torch.round((x + 1) / delta).expand_as(interior)
+    lower_edge = F.logsigmoid(a)  # P(X < −1 + Δ/2)
+    upper_edge = F.logsigmoid(-b)  # P(X > 1 − Δ/2)
+    return torch.where(k <= 0, lower_edge, torch.where(k >= levels, upper_edge, interior))
+
+
+def _categorical(log_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index ``k`` ``(B, *S)`` drawn from unnormalised log-weights ``(B, M, *S)`` by inverse CDF on ``u``."""
+    cdf = torch.softmax(log_w, dim=1).cumsum(dim=1)
+    k = (cdf < u.unsqueeze(1) * cdf[:, -1:]).sum(dim=1)
+    return k.clamp(max=log_w.shape[1] - 1)
+
+
+def _as_batch_mask(discrete, batch_size: int, device) -> torch.Tensor:
+    if isinstance(discrete, bool):
+        return torch.full((batch_size,), discrete, dtype=torch.bool, device=device)
+    return discrete.to(device=device, dtype=torch.bool)

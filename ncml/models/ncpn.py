@@ -1,0 +1,403 @@
+"""NCPN: the noise conditional pixel network (paper section 5 and A.2).
+
+PixelCNN++ (Salimans et al. 2017) with
+
+* causal **axial attention** (row then column, ``attention_heads`` heads, skip rescaling by ``1/√2``) after every
+  residual block of the down-right (``ul``) stream, masked so that causality stays exact;
+* **noise conditioning**: a Gaussian Fourier embedding of ``log t`` (a learned vector for ``t == 0``, see
+  :mod:`ncml.models.embeddings`) and an optional class embedding, projected and added inside every gated resnet
+  to the second convolution's output, before the gate;
+* the likelihood of :mod:`ncml.models.distributions`: for ``t == 0`` (per sample) the discretized logistic mixture
+  (exact probability masses over the ``2^num_bits`` bins), for ``t > 0`` the continuous mixture density of ``x_t``
+  reported as ``log pdf + log Δ`` (section 4).
+
+Causality. Two streams carry context: ``u`` sees only rows strictly above (down-shifted 2×3 convolutions) and
+``ul`` sees rows above plus the pixels to the left (down-shifted 1×3 + down-right-shifted 2×1 at the input, then
+down-right-shifted 2×2 convolutions). At every resolution, the ``ul`` feature at ``(i, j)`` depends only on image
+pixels strictly before the full-resolution pixel ``(2^l i, 2^l j)`` in raster order, and this set grows
+monotonically in raster order, so an attention query may look at any key not after it: rows attend to keys
+``j' ≤ j``, columns to ``i' ≤ i``. Tests check the full Jacobian.
+
+Details: convolutions are weight-normalised as in PixelCNN++ (no data-dependent init); any ``sample_size`` works
+(each stride-2 downsampling rounds up, the upsampled maps are cropped back, which keeps causality); the input gets
+a constant channel of ones so that zero padding differs from data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+from tqdm.auto import tqdm
+
+from .. import utils
+from .autoregressive import ARBackbone, BackboneOutput
+from .distributions import LogisticMixture, num_params
+from .embeddings import ConditioningEmbedding
+
+
+@dataclass(frozen=True)
+class NCPNConfig:
+    sample_size: int = 32  # image height = width (any size; each downsampling rounds up)
+    in_channels: int = 3  # 1 (grey) or 3 (RGB, coupled R→G→B means)
+    num_bits: int = 8  # data grid of t == 0: 2^num_bits levels in [-1, 1]
+    nr_resnet: int = 5  # gated resnets per stage (down pass: nr_resnet, nr_resnet + 1, nr_resnet + 1)
+    nr_filters: int = 160  # channels of both streams
+    nr_logistic_mix: int = 10  # logistic components per pixel
+    attention_heads: int = 8  # heads of the causal axial attention; 0 = no attention
+    dropout: float = 0.5  # inside every gated resnet (PixelCNN++ 0.5; the paper uses 0.25 on CIFAR-10)
+    num_classes: int | None = None  # None = unconditional
+    fourier_scale: float = 1.0  # std of the Fourier frequencies applied to log t (≈ 1, not score-SDE's 16)
+    embedding_dim: int = 512  # width of the (t, class) embedding
+
+    def __post_init__(self):
+        def check_int(name, lo, hi=None):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"NCPNConfig.{name} must be an int, got {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                raise ValueError(f"NCPNConfig.{name} must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
+
+        for name, lo, hi in (("sample_size", 1, None), ("num_bits", 1, 16), ("nr_resnet", 1, None),
+                             ("nr_filters", 1, None), ("nr_logistic_mix", 1, None), ("attention_heads", 0, None),
+                             ("embedding_dim", 2, None)):
+            check_int(name, lo, hi)
+        if isinstance(self.in_channels, bool) or self.in_channels not in (1, 3):
+            raise ValueError(f"NCPNConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
+        if self.attention_heads and self.nr_filters % self.attention_heads:
+            raise ValueError(f"NCPNConfig.attention_heads ({self.attention_heads}) must divide "
+                             f"nr_filters ({self.nr_filters})")
+        if self.embedding_dim % 2:
+            raise ValueError(f"NCPNConfig.embedding_dim must be even, got {self.embedding_dim}")
+        for name in ("dropout", "fourier_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TypeError(f"NCPNConfig.{name} must be a finite float, got {v!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"NCPNConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.fourier_scale <= 0:
+            raise ValueError(f"NCPNConfig.fourier_scale must be > 0, got {self.fourier_scale}")
+        if self.num_classes is not None:
+            check_int("num_classes", 1)
+
+
+# ---- shifted convolutions (PixelCNN++) ------------------------------------------------------------
+def down_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every row one down (zero row on top): position ``(i, j)`` then sees row ``i − 1``."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def right_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every column one right (zero column on the left)."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+class DownShiftedConv2d(nn.Module):
+    """Conv whose output at ``(i, j)`` sees rows ``i − h + 1 … i`` and columns ``j − ⌊w/2⌋ … j + ⌊w/2⌋``."""
+
+    def __init__(self, cin: int, cout: int, filter_size=(2, 3), stride: int = 1, shift_output_down: bool = False):
+        super().__init__()
+        self.filter_size = filter_size
+        self.conv = weight_norm(nn.Conv2d(cin, cout, filter_size, stride=stride))
+        self.shift_output_down = shift_output_down
+
+    def forward(self, x):
+        fh, fw = self.filter_size
+        x = self.conv(F.pad(x, ((fw - 1) // 2, (fw - 1) // 2, fh - 1, 0)))
+        return down_shift(x) if self.shift_output_down else x
+
+
+class DownRightShiftedConv2d(nn.Module):
+    """Conv whose output at ``(i, j)`` sees rows ``i − h + 1 … i`` and columns ``j − w + 1 … j``."""
+
+    def __init__(self, cin: int, cout: int, filter_size=(2, 2), stride: int = 1, shift_output_right: bool = False):
+        super().__init__()
+        self.filter_size = filter_size
+        self.conv = weight_norm(nn.Conv2d(cin, cout, filter_size, stride=stride))
+        self.shift_output_right = shift_output_right
+
+    def forward(self, x):
+        fh, fw = self.filter_size
+        x = self.conv(F.pad(x, (fw - 1, 0, fh - 1, 0)))
+        return right_shift(x) if self.shift_output_right else x
+
+
+class DownShiftedDeconv2d(nn.Module):
+    """Stride-2 upsampling for ``u``: output row ``r`` reads input row ``⌊r/2⌋`` only (cropped transpose conv)."""
+
+    def __init__(self, cin: int, cout: int, filter_size=(2, 3)):
+        super().__init__()
+        self.filter_size = filter_size
+        self.deconv = weight_norm(nn.ConvTranspose2d(cin, cout, filter_size, stride=2, output_padding=1))
+
+    def forward(self, x):
+        fh, fw = self.filter_size
+        x = self.deconv(x)
+        return x[:, :, :x.shape[2] - fh + 1, (fw - 1) // 2:x.shape[3] - (fw - 1) // 2]
+
+
+class DownRightShiftedDeconv2d(nn.Module):
+    """Stride-2 upsampling for ``ul``: output ``(r, c)`` reads input ``(⌊r/2⌋, ⌊c/2⌋)`` only."""
+
+    def __init__(self, cin: int, cout: int, filter_size=(2, 2)):
+        super().__init__()
+        self.filter_size = filter_size
+        self.deconv = weight_norm(nn.ConvTranspose2d(cin, cout, filter_size, stride=2, output_padding=1))
+
+    def forward(self, x):
+        fh, fw = self.filter_size
+        x = self.deconv(x)
+        return x[:, :, :x.shape[2] - fh + 1, :x.shape[3] - fw + 1]
+
+
+class NetworkInNetwork(nn.Module):
+    """A 1×1 convolution (per-position linear map over channels)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.linear = weight_norm(nn.Linear(cin, cout))
+
+    def forward(self, x):
+        # as a 1×1 convolution: no channels-last copies of the (B, C, H, W) maps
+        return F.conv2d(x, self.linear.weight[:, :, None, None], self.linear.bias)
+
+
+# ---- blocks ---------------------------------------------------------------------------------------
+class GatedResnet(nn.Module):
+    """PixelCNN++ gated resnet with conditioning.
+
+    ``c1 = conv(concat_elu(x)) [+ nin(concat_elu(a))]``, ``c2 = conv(dropout(concat_elu(c1))) + W·h``,
+    ``x + c2_a · σ(c2_b)``: the embedding ``h`` ``(B, E)`` is added to ``c2`` before the gate (A.2).
+    """
+
+    def __init__(self, filters: int, conv_class, *, skip_channels: int, embedding_dim: int, dropout: float):
+        super().__init__()
+        self.conv_input = conv_class(2 * filters, filters)
+        self.nin_skip = NetworkInNetwork(2 * skip_channels, filters) if skip_channels else None
+        self.dropout = nn.Dropout(dropout)
+        self.conv_out = conv_class(2 * filters, 2 * filters)
+        self.embedding_proj = nn.Linear(embedding_dim, 2 * filters)
+
+    def forward(self, x, h, a=None):
+        c = self.conv_input(concat_elu(x))
+        if a is not None:
+            c = c + self.nin_skip(concat_elu(a))
+        c = self.conv_out(self.dropout(concat_elu(c)))
+        c = c + self.embedding_proj(h)[:, :, None, None]
+        value, gate = c.chunk(2, dim=1)
+        return x + value * torch.sigmoid(gate)
+
+
+class CausalAxialAttention(nn.Module):
+    """Row attention (keys ``j' ≤ j``) then column attention (keys ``i' ≤ i``), each a residual block.
+
+    Per-position LayerNorm over channels (a norm over ``H, W`` would leak the future); the residual sums are
+    rescaled by ``1/√2`` (skip rescaling as in score-SDE's attention blocks, A.2).
+    """
+
+    def __init__(self, filters: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norms = nn.ModuleList([nn.LayerNorm(filters) for _ in range(2)])
+        self.qkv = nn.ModuleList([nn.Linear(filters, 3 * filters) for _ in range(2)])
+        self.out = nn.ModuleList([nn.Linear(filters, filters) for _ in range(2)])
+
+    def _attend(self, x, axis: int):
+        # x: (N, L, C) sequences along the attended axis; causal over L
+        n, length, c = x.shape
+        q, k, v = self.qkv[axis](self.norms[axis](x)).chunk(3, dim=-1)
+        q, k, v = (z.reshape(n, length, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (N, heads, L, C/heads)
+        return (x + self.out[axis](y.transpose(1, 2).reshape(n, length, c))) / math.sqrt(2.0)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(b * h, w, c)  # (B·H, W, C)
+        x = self._attend(rows, 0).reshape(b, h, w, c)
+        cols = x.permute(0, 2, 1, 3).reshape(b * w, h, c)  # (B·W, H, C)
+        x = self._attend(cols, 1).reshape(b, w, h, c)
+        return x.permute(0, 3, 2, 1).contiguous()  # (B, C, H, W)
+
+
+# ---- the model --------------------------------------------------------------------------------------
+class NCPNModel(ARBackbone):
+    """PixelCNN++ + causal axial attention + noise/class conditioning (see module docstring).
+
+    ``forward(x, t, class_labels)`` → ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))`` with the
+    parameter layout of :class:`ncml.models.distributions.LogisticMixture`.
+    """
+
+    config_class = NCPNConfig
+
+    def __init__(self, config: NCPNConfig):
+        super().__init__()
+        if not isinstance(config, NCPNConfig):
+            raise TypeError(f"config must be an NCPNConfig, got {type(config).__name__}")
+        self.config = config
+        nf, nr = config.nr_filters, config.nr_resnet
+        cin = config.in_channels + 1  # + a channel of ones, so zero padding differs from data
+        self.embedding = ConditioningEmbedding(config.embedding_dim, num_fourier_features=config.embedding_dim,
+                                               fourier_scale=config.fourier_scale, num_classes=config.num_classes)
+
+        def resnet(conv_class, skip):
+            return GatedResnet(nf, conv_class, skip_channels=skip, embedding_dim=config.embedding_dim,
+                               dropout=config.dropout)
+
+        def attention():
+            return CausalAxialAttention(nf, config.attention_heads) if config.attention_heads else nn.Identity()
+
+        self.u_init = DownShiftedConv2d(cin, nf, (2, 3), shift_output_down=True)
+        self.ul_init_down = DownShiftedConv2d(cin, nf, (1, 3), shift_output_down=True)
+        self.ul_init_right = DownRightShiftedConv2d(cin, nf, (2, 1), shift_output_right=True)
+
+        stages = 3
+        self.up_u = nn.ModuleList([nn.ModuleList([resnet(DownShiftedConv2d, 0) for _ in range(nr)])
+                                   for _ in range(stages)])
+        self.up_ul = nn.ModuleList([nn.ModuleList([resnet(DownRightShiftedConv2d, nf) for _ in range(nr)])
+                                    for _ in range(stages)])
+        self.up_attn = nn.ModuleList([nn.ModuleList([attention() for _ in range(nr)]) for _ in range(stages)])
+        self.downsize_u = nn.ModuleList([DownShiftedConv2d(nf, nf, (2, 3), stride=2) for _ in range(stages - 1)])
+        self.downsize_ul = nn.ModuleList([DownRightShiftedConv2d(nf, nf, (2, 2), stride=2)
+                                          for _ in range(stages - 1)])
+
+        down_counts = [nr] + [nr + 1] * (stages - 1)
+        self.down_u = nn.ModuleList([nn.ModuleList([resnet(DownShiftedConv2d, nf) for _ in range(n)])
+                                     for n in down_counts])
+        self.down_ul = nn.ModuleList([nn.ModuleList([resnet(DownRightShiftedConv2d, 2 * nf) for _ in range(n)])
+                                      for n in down_counts])
+        self.down_attn = nn.ModuleList([nn.ModuleList([attention() for _ in range(n)]) for n in down_counts])
+        self.upsize_u = nn.ModuleList([DownShiftedDeconv2d(nf, nf) for _ in range(stages - 1)])
+        self.upsize_ul = nn.ModuleList([DownRightShiftedDeconv2d(nf, nf) for _ in range(stages - 1)])
+
+        self.head = NetworkInNetwork(nf, num_params(config.in_channels, config.nr_logistic_mix))
+
+    # ---- network ------------------------------------------------------------------------------
+    def network(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Mixture parameters ``(B, P, H, W)``: those at ``(i, j)`` depend only on pixels before ``(i, j)``."""
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        u = self.u_init(x)
+        ul = self.ul_init_down(x) + self.ul_init_right(x)
+        us, uls = [u], [ul]
+        for stage in range(3):  # up pass: H → ⌈H/2⌉ → ⌈H/4⌉
+            for res_u, res_ul, attn in zip(self.up_u[stage], self.up_ul[stage], self.up_attn[stage]):
+                u = res_u(u, h)
+                ul = attn(res_ul(ul, h, a=u))
+                us.append(u)
+                uls.append(ul)
+            if stage < 2:
+                u, ul = self.downsize_u[stage](u), self.downsize_ul[stage](ul)
+                us.append(u)
+                uls.append(ul)
+        u, ul = us.pop(), uls.pop()
+        for stage in range(3):  # down pass back to H, with skip connections from the up pass
+            for res_u, res_ul, attn in zip(self.down_u[stage], self.down_ul[stage], self.down_attn[stage]):
+                u = res_u(u, h, a=us.pop())
+                ul = attn(res_ul(ul, h, a=torch.cat([u, uls.pop()], dim=1)))
+            if stage < 2:  # crop odd sizes back (downsampling rounds up); cropping bottom/right keeps causality
+                height, width = us[-1].shape[2:]
+                u = self.upsize_u[stage](u)[:, :, :height, :width]
+                ul = self.upsize_ul[stage](ul)[:, :, :height, :width]
+        assert not us and not uls
+        return self.head(F.elu(ul))
+
+    def mixture(self, params: torch.Tensor) -> LogisticMixture:
+        """The likelihood head over ``params`` ``(B, P, *S)``."""
+        return LogisticMixture(params, self.config.in_channels, self.config.num_bits)
+
+    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
+        """Teacher-forced log-likelihood per dimension.
+
+        Args:
+            x: ``(B, C, H, W)`` float; on the ``2^num_bits`` grid of ``[-1, 1]`` where ``t == 0``, any real value
+                (``x_t``) where ``t > 0``.
+            t: SDE time, float or ``(B,)``.
+            class_labels: ``(B,)`` int64 in ``[0, num_classes)``, required iff the model is class-conditional.
+
+        Returns:
+            ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))``: per-channel conditional log masses
+            (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
+        """
+        t, class_labels = self.check_inputs(x, t, class_labels)
+        h = F.silu(self.embedding(t, class_labels)).to(x.dtype)
+        params = self.network(x, h)
+        clean = t == 0
+        # the likelihood in at least float32, also under autocast (bf16 log-masses lose the bits/dim's digits)
+        dtype = torch.promote_types(params.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            log_prob = self.mixture(params.to(dtype)).log_prob(x.to(dtype), clean)
+        log_prob = log_prob + (~clean).to(log_prob.dtype)[:, None, None, None] * math.log(self.bin_width)
+        return BackboneOutput(log_prob=log_prob, params=params)
+
+    # ---- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
+               known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
+               progress: bool = True) -> torch.Tensor:
+        """Draw ``x_t ~ p_θ,t`` ``(B, C, H, W)`` autoregressively in raster order (channels R→G→B).
+
+        Args:
+            batch_size: ``B``.
+            t: SDE time, float or ``(B,)``; samples with ``t == 0`` lie on the data grid, the others are continuous.
+            class_labels: ``(B,)`` ints, required iff the model is class-conditional.
+            known, known_mask: ``(B, C, H, W)`` context for inpainting; where ``known_mask`` is 1 the value of
+                ``known`` is kept (per channel) and later positions are conditioned on it. At ``t == 0`` kept values
+                must be on the data grid.
+            generator: ``torch.Generator`` or one per sample (then sample ``i`` does not depend on the batch).
+            use_cache: ``True``: incremental passes (:mod:`ncml.models.ncpn_cache`, each layer computed only where
+                it becomes final; dropout off); ``False``: the naive loop, one full forward pass per pixel. Both give
+                the same samples from the same generator (up to float rounding).
+            progress: show a tqdm progress bar over pixels.
+
+        Runs under ``torch.no_grad()`` with dropout off (the module's train/eval mode is restored afterwards).
+        """
+        batch_size = self.check_batch_size(batch_size)
+        utils.check_generator(generator, batch_size)
+        device, dtype = self.device, self.dtype
+        t = self.check_time(t, batch_size, device=device)
+        class_labels = self.check_class_labels(class_labels, batch_size, device=device)
+        known, known_mask = self.check_known(known, known_mask, batch_size, device=device)
+        clean = t == 0
+        x = torch.full((batch_size, *self.image_shape), -1.0, dtype=dtype, device=device)  # -1 is on every grid
+        if known is not None:
+            known = known.to(dtype)
+            x = torch.where(known_mask, known, x)
+            try:
+                self.check_inputs(x, t, class_labels)
+            except ValueError as e:
+                raise ValueError(f"known: the kept values are not valid model inputs: {e}") from None
+
+        if use_cache:
+            from .ncpn_cache import sample_cached  # imports this module
+            return sample_cached(self, x, t, class_labels, known_mask, generator=generator, progress=progress)
+        _, height, width = self.image_shape
+        positions = [(i, j) for i in range(height) for j in range(width)]
+        was_training = self.training
+        self.eval()  # dropout off, as in the cached sampler: samples depend on the generator only
+        try:
+            for i, j in tqdm(positions, desc="AR sampling", disable=not progress, leave=False):
+                if known_mask is not None and known_mask[:, :, i, j].all():
+                    continue
+                params = self(x, t, class_labels).params
+                x[:, :, i, j] = self._sample_position(params[:, :, i, j], clean, x[:, :, i, j], known_mask, (i, j),
+                                                      generator)
+        finally:
+            self.train(was_training)
+        return x
+
+    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor, x_ij: torch.Tensor,
+                         known_mask: torch.Tensor | None, position: tuple[int, int], generator) -> torch.Tensor:
+        """One pixel's channels ``(B, C)`` from its parameters ``(B, P)`` (R→G→B), keeping known channels.
+
+        Kept separate from the loop so a cached sampler can reuse it with parameters from incremental passes.
+        """
+        mask_ij = None if known_mask is None else known_mask[:, :, position[0], position[1]]
+        return self.mixture(params_ij).sample(clean, known=x_ij if mask_ij is not None else None,
+                                              known_mask=mask_ij, generator=generator)
