@@ -35,6 +35,7 @@ _LAZY = {
     # pipelines
     "Pipeline": "ncml.pipelines.pipeline_utils",
     "NCMLPipeline": "ncml.pipelines.pipeline_ncml",
+    "NCMLPipelineOutput": "ncml.pipelines",
     "NCMLClassConditionalPipeline": "ncml.pipelines.pipeline_ncml_class_conditional",
     "NCMLInpaintPipeline": "ncml.pipelines.pipeline_ncml_inpaint",
     # bundled pretrained pipelines

@@ -1,0 +1,337 @@
+"""A causal transformer over pixels: the second ``ARBackbone`` (same interface, conditioning and likelihood as NCPN).
+
+The image is read as a sequence of ``L = H·W`` pixels in raster order. The token of pixel ``p`` is
+
+    token_p = W_in · x_{p−1} + pos_p          (token_0 = a learned start vector + pos_0)
+
+so it carries the values (all ``C`` channels) of the *previous* pixel, never its own. Causal self-attention lets
+position ``p`` read tokens ``≤ p``, i.e. pixels ``< p``; the head turns the last hidden state into pixel ``p``'s
+logistic-mixture parameters (:mod:`ncml.models.distributions`), and the mixture couples the channels R→G→B inside
+the pixel (PixelCNN++). Hence ``log_prob`` at dimension ``i`` (raster order, channels R→G→B) depends only on the
+dimensions before ``i``, exactly (tests check the full Jacobian).
+
+Likelihood (section 4): where ``t == 0`` (per sample) the discretized mixture gives exact probability masses over
+the ``2^num_bits`` bins; where ``t > 0`` the continuous mixture density of ``x_t``, reported as ``log pdf + log Δ``.
+
+Conditioning on ``t`` and the class: :class:`ncml.models.embeddings.ConditioningEmbedding` (Gaussian Fourier
+features of ``log t`` — scale-free, so the 20× different horizons of sub-VP, VP and VE all spread out — a separate
+learned vector for ``t == 0``, plus an optional class embedding) gives a vector ``e`` ``(B, embedding_dim)``.
+It enters through **adaptive layer norm** (AdaLN, as in DiT): every LayerNorm has no affine parameters of its own
+and is followed by ``(1 + scale(e)) · h + shift(e)``, with ``scale`` and ``shift`` linear in ``silu(e)``, in both
+sublayers of every block and before the head. The conditioning is per sample and constant along the sequence, so
+it cannot break causality.
+
+Sampling: ``use_cache=True`` runs one token per step through the layers, keeping every layer's keys and values
+(a KV cache, ``O(L)`` work per pixel); the conditioning modulations are computed once; a prefix of pixels known
+for the whole batch (inpainting) is encoded in one parallel pass. ``use_cache=False`` is the reference: one full
+forward pass per pixel. Both consume the generator identically and give the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import utils
+from .autoregressive import ARBackbone, BackboneOutput
+from .distributions import LogisticMixture, num_params
+from .embeddings import ConditioningEmbedding
+
+
+@dataclass(frozen=True)
+class ARTransformerConfig:
+    sample_size: int = 28  # image height = width; the sequence has sample_size² pixels
+    in_channels: int = 1  # 1 (grey) or 3 (RGB, coupled R→G→B means)
+    num_bits: int = 8  # data grid of t == 0: 2^num_bits levels in [-1, 1]
+    num_layers: int = 4  # transformer blocks
+    hidden_size: int = 128  # width of the token stream
+    num_heads: int = 4  # attention heads (must divide hidden_size)
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio · hidden_size
+    nr_logistic_mix: int = 5  # logistic components per pixel
+    dropout: float = 0.0  # on attention weights, residual branches and the input tokens (training only)
+    num_classes: int | None = None  # None = unconditional
+    fourier_scale: float = 1.0  # std of the Fourier frequencies applied to log t (≈ 1, not score-SDE's 16)
+    embedding_dim: int = 128  # width of the (t, class) conditioning vector
+
+    def __post_init__(self):
+        def check_int(name, lo, hi=None):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"ARTransformerConfig.{name} must be an int, got {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                raise ValueError(f"ARTransformerConfig.{name} must be in [{lo}, {hi if hi is not None else '∞'}], "
+                                 f"got {v}")
+
+        for name, lo, hi in (("sample_size", 1, None), ("num_bits", 1, 16), ("num_layers", 1, None),
+                             ("hidden_size", 1, None), ("num_heads", 1, None), ("mlp_ratio", 1, None),
+                             ("nr_logistic_mix", 1, None), ("embedding_dim", 2, None)):
+            check_int(name, lo, hi)
+        if isinstance(self.in_channels, bool) or self.in_channels not in (1, 3):
+            raise ValueError(f"ARTransformerConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"ARTransformerConfig.num_heads ({self.num_heads}) must divide "
+                             f"hidden_size ({self.hidden_size})")
+        if self.embedding_dim % 2:
+            raise ValueError(f"ARTransformerConfig.embedding_dim must be even, got {self.embedding_dim}")
+        for name in ("dropout", "fourier_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TypeError(f"ARTransformerConfig.{name} must be a finite float, got {v!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"ARTransformerConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.fourier_scale <= 0:
+            raise ValueError(f"ARTransformerConfig.fourier_scale must be > 0, got {self.fourier_scale}")
+        if self.num_classes is not None:
+            check_int("num_classes", 1)
+
+
+# ---- building blocks ------------------------------------------------------------------------------
+class KVCache:
+    """Keys and values of one attention layer for positions ``0 … L−1``: two ``(B, heads, L, head_dim)`` buffers."""
+
+    def __init__(self, batch_size: int, heads: int, length: int, head_dim: int, *, device, dtype):
+        # positions are written before they are read, so the buffers need no initial value
+        self.keys = torch.empty(batch_size, heads, length, head_dim, device=device, dtype=dtype)
+        self.values = torch.empty_like(self.keys)
+
+
+class AdaptiveLayerNorm(nn.Module):
+    """``LayerNorm(h) · (1 + scale) + shift`` with ``(shift, scale)`` ``(B, D)`` each from the conditioning."""
+
+    def __init__(self, hidden_size: int, embedding_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False)
+        self.modulation = nn.Linear(embedding_dim, 2 * hidden_size)
+
+    def forward(self, h: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        """``h`` ``(B, T, D)``, ``modulation`` ``(B, 2D)`` = ``self.modulation(silu(e))`` (computed once per call)."""
+        shift, scale = modulation.unsqueeze(1).chunk(2, dim=-1)  # (B, 1, D) each: the same for every position
+        return self.norm(h) * (1 + scale) + shift
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention in which position ``p`` reads positions ``≤ p``; optionally through a :class:`KVCache`."""
+
+    def __init__(self, hidden_size: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+        self.dropout = dropout
+
+    def forward(self, h: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        """``h`` ``(B, T, D)`` holds positions ``start … start+T−1``.
+
+        Without a cache ``start`` must be 0 (a whole prefix). With one, the new keys/values are written at
+        ``start …`` and the queries read every cached position up to their own: ``T = 1`` (one incremental step at
+        any ``start``) or ``start = 0`` (a parallel prefill).
+        """
+        b, length, d = h.shape
+        q, k, v = (z.reshape(b, length, self.heads, d // self.heads).transpose(1, 2)
+                   for z in self.qkv(h).chunk(3, dim=-1))  # (B, heads, T, head_dim)
+        if cache is not None:
+            if length > 1 and start != 0:
+                raise ValueError("a cached attention step takes one position, or a prefix starting at 0")
+            cache.keys[:, :, start:start + length] = k
+            cache.values[:, :, start:start + length] = v
+            k, v = cache.keys[:, :, :start + length], cache.values[:, :, :start + length]
+        elif start != 0:
+            raise ValueError("uncached attention runs over a prefix starting at position 0")
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, length, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``h + attn(AdaLN(h))``, then ``h + MLP(AdaLN(h))`` (GELU MLP, dropout on both branches)."""
+
+    def __init__(self, config: ARTransformerConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.norm_attention = AdaptiveLayerNorm(d, config.embedding_dim)
+        self.attention = CausalSelfAttention(d, config.num_heads, config.dropout)
+        self.norm_mlp = AdaptiveLayerNorm(d, config.embedding_dim)
+        self.mlp = nn.Sequential(nn.Linear(d, config.mlp_ratio * d), nn.GELU(), nn.Linear(config.mlp_ratio * d, d))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def modulations(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two AdaLN modulations ``(B, 2D)`` from ``silu(e)`` ``(B, E)``; constant during sampling."""
+        return self.norm_attention.modulation(e), self.norm_mlp.modulation(e)
+
+    def forward(self, h: torch.Tensor, modulations, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        mod_attention, mod_mlp = modulations
+        h = h + self.dropout(self.attention(self.norm_attention(h, mod_attention), cache, start))
+        return h + self.dropout(self.mlp(self.norm_mlp(h, mod_mlp)))
+
+
+# ---- the model --------------------------------------------------------------------------------------
+class ARTransformerModel(ARBackbone):
+    """Causal transformer over pixels with AdaLN noise/class conditioning (see module docstring).
+
+    ``forward(x, t, class_labels)`` → ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))`` with the
+    parameter layout of :class:`ncml.models.distributions.LogisticMixture`.
+    """
+
+    config_class = ARTransformerConfig
+
+    def __init__(self, config: ARTransformerConfig):
+        super().__init__()
+        if not isinstance(config, ARTransformerConfig):
+            raise TypeError(f"config must be an ARTransformerConfig, got {type(config).__name__}")
+        self.config = config
+        d, length = config.hidden_size, config.sample_size**2
+        self.embedding = ConditioningEmbedding(config.embedding_dim, num_fourier_features=config.embedding_dim,
+                                               fourier_scale=config.fourier_scale, num_classes=config.num_classes)
+        self.input_proj = nn.Linear(config.in_channels, d)  # the previous pixel's values → its token
+        self.start_token = nn.Parameter(torch.randn(d) * 0.02)  # the token of pixel 0 (there is no previous pixel)
+        self.position_embedding = nn.Parameter(torch.randn(length, d) * 0.02)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_layers)])
+        self.norm_out = AdaptiveLayerNorm(d, config.embedding_dim)
+        self.head = nn.Linear(d, num_params(config.in_channels, config.nr_logistic_mix))
+
+    # ---- network ------------------------------------------------------------------------------
+    def conditioning(self, t: torch.Tensor, class_labels: torch.Tensor | None, dtype: torch.dtype):
+        """All AdaLN modulations for ``(t, class)``: ``(per-block pairs, head modulation)``, each ``(B, 2D)``."""
+        e = F.silu(self.embedding(t, class_labels)).to(dtype)
+        return [block.modulations(e) for block in self.blocks], self.norm_out.modulation(e)
+
+    def tokens(self, sequence: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Tokens of positions ``start … start+T−1`` ``(B, T, D)`` from the pixels before them.
+
+        ``sequence`` ``(B, T, C)`` holds the pixels ``start−1 … start+T−2`` (raster order); at ``start = 0`` it
+        holds pixels ``0 … T−2`` plus one unused entry, and position 0 takes the start token.
+        """
+        b, length, _ = sequence.shape
+        h = self.input_proj(sequence)
+        if start == 0:
+            h = torch.cat([self.start_token.to(h.dtype).expand(b, 1, -1), h[:, :length - 1]], dim=1)
+        return h + self.position_embedding[start:start + length].to(h.dtype)
+
+    def run_layers(self, h: torch.Tensor, modulations, *, caches: list[KVCache] | None = None,
+                   start: int = 0) -> torch.Tensor:
+        """Mixture parameters ``(B, T, P)`` of positions ``start …`` from their tokens ``h`` ``(B, T, D)``."""
+        block_mods, out_mod = modulations
+        h = self.input_dropout(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h, block_mods[i], None if caches is None else caches[i], start)
+        return self.head(self.norm_out(h, out_mod))
+
+    def network(self, x: torch.Tensor, modulations) -> torch.Tensor:
+        """Mixture parameters ``(B, P, H, W)``: those of pixel ``(i, j)`` depend only on pixels before it."""
+        b, c, height, width = x.shape
+        sequence = x.flatten(2).transpose(1, 2)  # (B, L, C) in raster order
+        params = self.run_layers(self.tokens(sequence), modulations)  # (B, L, P)
+        return params.transpose(1, 2).reshape(b, -1, height, width)
+
+    def mixture(self, params: torch.Tensor) -> LogisticMixture:
+        """The likelihood head over ``params`` ``(B, P, *S)``."""
+        return LogisticMixture(params, self.config.in_channels, self.config.num_bits)
+
+    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
+        """Teacher-forced log-likelihood per dimension.
+
+        Args:
+            x: ``(B, C, H, W)`` float; on the ``2^num_bits`` grid of ``[-1, 1]`` where ``t == 0``, any real value
+                (``x_t``) where ``t > 0``.
+            t: SDE time, float or ``(B,)``.
+            class_labels: ``(B,)`` int64 in ``[0, num_classes)``, required iff the model is class-conditional.
+
+        Returns:
+            ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))``: per-channel conditional log masses
+            (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
+        """
+        t, class_labels = self.check_inputs(x, t, class_labels)
+        params = self.network(x, self.conditioning(t, class_labels, x.dtype))
+        clean = t == 0
+        log_prob = self.mixture(params).log_prob(x, clean)
+        log_prob = log_prob + (~clean).to(log_prob.dtype)[:, None, None, None] * math.log(self.bin_width)
+        return BackboneOutput(log_prob=log_prob, params=params)
+
+    # ---- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
+               known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
+               progress: bool = True) -> torch.Tensor:
+        """Draw ``x_t ~ p_θ,t`` ``(B, C, H, W)`` autoregressively in raster order (channels R→G→B).
+
+        Args:
+            batch_size: ``B``.
+            t: SDE time, float or ``(B,)``; samples with ``t == 0`` lie on the data grid, the others are continuous.
+            class_labels: ``(B,)`` ints, required iff the model is class-conditional.
+            known, known_mask: ``(B, C, H, W)`` context for inpainting; where ``known_mask`` is 1 the value of
+                ``known`` is kept (per channel) and later positions are conditioned on it. At ``t == 0`` kept values
+                must be on the data grid.
+            generator: ``torch.Generator`` or one per sample (then sample ``i`` does not depend on the batch).
+            use_cache: ``True``: incremental decoding with a KV cache (one token per step); ``False``: the reference
+                loop, one full forward pass per pixel. Same generator → same samples (up to float rounding).
+            progress: show a tqdm progress bar over pixels.
+
+        Call ``model.eval()`` first: in training mode dropout is active and draws from the global RNG.
+        """
+        batch_size = self.check_batch_size(batch_size)
+        utils.check_generator(generator, batch_size)
+        device, dtype = self.device, self.dtype
+        t = self.check_time(t, batch_size, device=device)
+        class_labels = self.check_class_labels(class_labels, batch_size, device=device)
+        known, known_mask = self.check_known(known, known_mask, batch_size, device=device)
+        clean = t == 0
+        x = torch.full((batch_size, *self.image_shape), -1.0, dtype=dtype, device=device)  # -1 is on every grid
+        if known is not None:
+            known = known.to(dtype)
+            x = torch.where(known_mask, known, x)
+            try:
+                self.check_inputs(x, t, class_labels)
+            except ValueError as e:
+                raise ValueError(f"known: the kept values are not valid model inputs: {e}") from None
+
+        c, height, width = self.image_shape
+        length = height * width
+        # pixels known in every channel of every sample are not drawn (both paths skip them alike)
+        fully_known = (torch.zeros(length, dtype=torch.bool, device=device) if known_mask is None
+                       else known_mask.all(dim=1).all(dim=0).flatten())
+        todo = (~fully_known).nonzero().flatten().tolist()
+        if not todo:
+            return x
+        bar = tqdm(total=len(todo), desc="AR sampling", disable=not progress, leave=False)
+
+        def draw(p: int, params_p: torch.Tensor) -> None:
+            i, j = divmod(p, width)
+            x[:, :, i, j] = self._sample_position(params_p, clean, x[:, :, i, j], known_mask, (i, j), generator)
+            bar.update(1)
+
+        if not use_cache:  # reference: a full teacher-forced pass per pixel
+            for p in todo:
+                i, j = divmod(p, width)
+                draw(p, self(x, t, class_labels).params[:, :, i, j])
+            bar.close()
+            return x
+
+        modulations = self.conditioning(t, class_labels, dtype)
+        head_dim = self.config.hidden_size // self.config.num_heads
+        caches = [KVCache(batch_size, self.config.num_heads, length, head_dim, device=device, dtype=dtype)
+                  for _ in self.blocks]
+        sequence = x.flatten(2).transpose(1, 2)  # (B, L, C): a view of x, so drawn pixels appear in it
+        # the known prefix 0 … first−1 is encoded in one parallel pass, which also yields the parameters of `first`
+        first, last = todo[0], todo[-1]
+        params = self.run_layers(self.tokens(sequence[:, :first + 1]), modulations, caches=caches)[:, -1]
+        draw(first, params)
+        for p in range(first + 1, last + 1):
+            token = self.tokens(sequence[:, p - 1:p], start=p)  # (B, 1, D) from pixel p − 1
+            params = self.run_layers(token, modulations, caches=caches, start=p)[:, 0]  # (B, P)
+            if not fully_known[p]:
+                draw(p, params)
+        bar.close()
+        return x
+
+    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor, x_ij: torch.Tensor,
+                         known_mask: torch.Tensor | None, position: tuple[int, int], generator) -> torch.Tensor:
+        """One pixel's channels ``(B, C)`` from its parameters ``(B, P)`` (R→G→B), keeping known channels."""
+        mask_ij = None if known_mask is None else known_mask[:, :, position[0], position[1]]
+        return self.mixture(params_ij).sample(clean, known=x_ij if mask_ij is not None else None,
+                                              known_mask=mask_ij, generator=generator)
