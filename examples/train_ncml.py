@@ -1,0 +1,733 @@
+#!/usr/bin/env python
+"""Train a noise conditional maximum likelihood (NCML) autoregressive image model with 🤗 Accelerate.
+
+    accelerate launch examples/train_ncml.py --config examples/configs/ncpn_mnist_vp.json \\
+        --dataset mnist5k --output_dir ncpn-mnist-vp --max_train_steps 5000
+
+The objective is the paper's section 4 (``ncml.NCMLLoss``): one teacher-forced pass of the backbone on
+``x_t = m(t)·x_0 + s(t)·ε`` with ``t ~ μ`` (``t = 0`` for a ``clean_fraction`` of each batch), in bits/dim.
+
+Config file (``--config``, JSON)
+--------------------------------
+Either a flat model config (the backbone's config fields, ``_class_name`` optional, default ``NCPNModel``)::
+
+    {"sample_size": 28, "in_channels": 1, "nr_resnet": 2, "nr_filters": 32, ...}
+
+or sections, every one optional except ``model``::
+
+    {"model":     {"_class_name": "NCPNModel", "sample_size": 28, ...},       # backbone config fields
+     "scheduler": {"_class_name": "VPSDEScheduler", "beta_max": 20.0, ...},    # SDE; default VPSDEScheduler()
+     "loss":      {"clean_fraction": 0.5, "num_noise_levels": null},           # NCMLLossConfig fields
+     "training":  {"dataset": "mnist5k", "train_batch_size": 32, ...}}         # defaults for the flags below
+
+Unknown keys anywhere raise ``ValueError``. Precedence: command line > the config's ``training`` section >
+the defaults below. ``--sde`` and ``--clean_fraction`` / ``--num_noise_levels`` override the ``scheduler`` /
+``loss`` sections.
+
+Output folder (``--output_dir``)
+--------------------------------
+At the end it is a release pipeline folder (``NCMLPipeline.from_pretrained(output_dir)``: ``model_index.json``,
+``backbone/`` with the **EMA** weights, ``scheduler/``, ``README.md`` model card with dataset, steps and held-out
+bits/dim); ``--push_to_hub`` uploads just those. Alongside: ``checkpoint-<step>/`` training checkpoints,
+``samples/step-<step>.png`` sample grids, ``logs/metrics.jsonl`` (one JSON object per logged step).
+
+Checkpoints and exact resume
+----------------------------
+``accelerator.save_state`` (model, optimizer, grad scaler, every process's RNG states, and the EMA and the step
+counter registered with ``register_for_checkpointing``) is written to a hidden temporary folder that is renamed
+to ``checkpoint-<step>`` only when complete, so a kill during the write leaves the previous checkpoint intact.
+``ncml_checkpoint.json`` inside records the model/scheduler/loss configs; resuming into a different model raises.
+Exact resume needs nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of
+``(seed, global example index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the
+step, and dropout uses the global RNG that ``load_state`` restores. Checkpoints are the run's own files: the
+optimizer and RNG states are pickles (Accelerate's format); the release folder is safetensors only.
+
+Data order and the effective batch
+----------------------------------
+Each optimizer step consumes ``train_batch_size × num_processes × gradient_accumulation_steps`` examples. Epoch
+``e`` is the permutation ``numpy.random.default_rng([seed, e])`` of the training set (incomplete last batch
+dropped); micro-batch ``k`` of an epoch is its slice ``[k·B·P, (k+1)·B·P)`` and process ``r`` takes the ``r``-th
+``B`` of it. So 2 processes × B see exactly the examples (and draws) that 1 process × 2B sees.
+
+``--train_data_dir`` holds PNG/JPEG images (``ncml.data.ImageFolder``; class subfolders give labels for a
+class-conditional model); a fixed 10 % of it (seeded permutation, seed 0) is held out for evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ncml import hub_utils
+from ncml.configuration_utils import config_to_dict, resolve_class
+from ncml.data import DATASETS, ImageFolder, load_dataset, to_model_space, to_uint8
+from ncml.losses import NCMLLoss, NCMLLossConfig
+from ncml.models.autoregressive import ARBackbone, bits_per_dim_from_log_prob
+from ncml.schedulers import SDEScheduler, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
+
+SDES = {"vp": VPSDEScheduler, "ve": VESDEScheduler, "subvp": SubVPSDEScheduler}
+CONFIG_SECTIONS = ("model", "scheduler", "loss", "training")
+CHECKPOINT_META = "ncml_checkpoint.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+RELEASE_FILES = ("model_index.json", "backbone", "scheduler", "README.md")
+HOLDOUT_FRACTION = 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line and config file
+# ---------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train an NCML autoregressive image model (paper section 4).")
+    p.add_argument("--config", required=True,
+                   help="JSON: a model config, or model/scheduler/loss/training sections (see the module docstring)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--dataset", choices=DATASETS, default=None, help="a bundled dataset (ncml.data.load_dataset)")
+    data.add_argument("--train_data_dir", default=None, help="a folder of PNG/JPEG images (10%% held out)")
+    p.add_argument("--output_dir", default="ncml-model", help="checkpoints, samples, logs and the release pipeline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sde", choices=sorted(SDES), default=None, help="noising SDE (default: the config's, else vp)")
+    p.add_argument("--clean_fraction", type=float, default=None,
+                   help="μ({0}), the share of clean (t = 0) examples; default: the config's loss section, else 0.5")
+    p.add_argument("--num_noise_levels", type=int, default=None, help="a grid of K noise levels instead of U(0, T]")
+    p.add_argument("--max_train_steps", type=int, default=1000, help="optimizer steps")
+    p.add_argument("--train_batch_size", type=int, default=32, help="examples per process per micro-batch")
+    p.add_argument("--eval_batch_size", type=int, default=100)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--lr_scheduler", choices=("constant", "cosine"), default="constant", help="after the warmup")
+    p.add_argument("--lr_warmup_steps", type=int, default=0, help="linear warmup from 0 (optimizer steps)")
+    p.add_argument("--adam_beta1", type=float, default=0.95, help="PixelCNN++'s Adam betas (0.95, 0.9995)")
+    p.add_argument("--adam_beta2", type=float, default=0.9995)
+    p.add_argument("--adam_weight_decay", type=float, default=0.0)
+    p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0 = off)")
+    p.add_argument("--ema_decay", type=float, default=0.9995, help="EMA of the weights (warmed up as (1+n)/(10+n))")
+    p.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+                   help="default: accelerate's config / launch flag")
+    p.add_argument("--checkpointing_steps", type=int, default=500, help="0 = only at the end")
+    p.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
+    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in --output_dir")
+    p.add_argument("--eval_steps", type=int, default=250, help="held-out bits/dim and a sample grid (0 = end only)")
+    p.add_argument("--eval_max_images", type=int, default=500, help="held-out images used for bits/dim")
+    p.add_argument("--eval_t_fractions", type=float, nargs="*", default=[0.01, 0.1, 0.5],
+                   help="evaluate bits/dim also at t = f·T for these f (t = 0 is always evaluated)")
+    p.add_argument("--num_sample_images", type=int, default=4, help="AR samples (t = 0) per evaluation; 0 = none")
+    p.add_argument("--logging_steps", type=int, default=10, help="write train metrics every N steps")
+    p.add_argument("--report_to", default="none", help="an Accelerate tracker (tensorboard, wandb, …) or 'none'")
+    p.add_argument("--push_to_hub", action="store_true", help="upload the release pipeline folder")
+    p.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (default: the output_dir's name)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]:
+    """Parse the command line, using the config file's ``training`` section as defaults. Returns (args, config)."""
+    parser = build_parser()
+    config_path = _find_config_path(argv if argv is not None else sys.argv[1:])
+    config = read_config(config_path) if config_path is not None else {}
+    training = config.get("training", {})
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    unknown = sorted(set(training) - set(actions))
+    if unknown:
+        raise ValueError(f"--config {config_path}: unknown key(s) {unknown} in 'training'; known: {sorted(actions)}")
+    for key, value in training.items():  # argparse does not check defaults: check them as the flags would be
+        _check_training_value(f"--config {config_path}: training.{key}", value, actions[key])
+    argv = list(argv if argv is not None else sys.argv[1:])
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if given & {"--dataset", "--train_data_dir"}:  # data named on the command line replaces the config's
+        training = {k: v for k, v in training.items() if k not in ("dataset", "train_data_dir")}
+    parser.set_defaults(**training)
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args, config
+
+
+def _check_training_value(name: str, value, action: argparse.Action) -> None:
+    if value is None and action.default is None:
+        return
+    if isinstance(action, argparse._StoreTrueAction):
+        ok = isinstance(value, bool)
+    elif action.nargs == "*":
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    elif action.type is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif action.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise TypeError(f"{name} has the wrong type: {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{name} must be one of {list(action.choices)}, got {value!r}")
+
+
+def _find_config_path(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def read_config(path: str) -> dict:
+    """The config as ``{"model": …, "scheduler": …, "loss": …, "training": …}`` (a flat file: ``model``)."""
+    if not Path(path).is_file():
+        raise ValueError(f"--config {path!r}: no such file")
+    data = hub_utils.read_json(Path(path), argname="--config")
+    if not any(k in data for k in CONFIG_SECTIONS):
+        return {"model": data}
+    unknown = sorted(set(data) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown top-level key(s) {unknown}; sections are {list(CONFIG_SECTIONS)}")
+    if "model" not in data:
+        raise ValueError(f"--config {path}: the 'model' section is required")
+    for k in CONFIG_SECTIONS:
+        if k in data and not isinstance(data[k], dict):
+            raise ValueError(f"--config {path}: section {k!r} must be a JSON object, got {type(data[k]).__name__}")
+    return data
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.dataset is None and args.train_data_dir is None:
+        raise ValueError("give the training data: --dataset {" + ",".join(DATASETS) + "} or --train_data_dir PATH")
+    if args.dataset is not None and args.train_data_dir is not None:
+        raise ValueError("--dataset and --train_data_dir are exclusive (the config's training section gives both)")
+    if args.dataset is not None and args.dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
+    for name in ("max_train_steps", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
+                 "logging_steps", "eval_max_images"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("lr_warmup_steps", "checkpointing_steps", "eval_steps", "num_sample_images", "max_grad_norm"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if not 0 <= args.ema_decay < 1:
+        raise ValueError(f"--ema_decay must lie in [0, 1), got {args.ema_decay}")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
+    if any(not 0 < f <= 1 for f in args.eval_t_fractions):
+        raise ValueError(f"--eval_t_fractions must lie in (0, 1], got {args.eval_t_fractions}")
+    if args.push_to_hub and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ValueError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model, scheduler, loss
+# ---------------------------------------------------------------------------------------------------------------
+def build_components(config: dict, args: argparse.Namespace) -> tuple[ARBackbone, SDEScheduler, NCMLLoss]:
+    model_cfg = dict(config["model"])
+    class_name = model_cfg.pop("_class_name", "NCPNModel")
+    model_cfg.pop("_ncml_version", None)
+    model_cls = resolve_class("ncml", class_name, ARBackbone, argname="--config model._class_name")
+    torch.manual_seed(args.seed)  # the same initial weights on every process
+    model = model_cls.from_config(model_cfg)
+
+    sched_cfg = dict(config.get("scheduler", {}))
+    sched_cfg.pop("_ncml_version", None)
+    named = sched_cfg.pop("_class_name", None)
+    if args.sde is not None:
+        sched_cls = SDES[args.sde]
+        if named is not None and named != sched_cls.__name__:
+            raise ValueError(f"--sde {args.sde} ({sched_cls.__name__}) contradicts the config's scheduler {named}")
+    else:
+        sched_cls = resolve_class("ncml", named, SDEScheduler, argname="--config scheduler._class_name") \
+            if named is not None else VPSDEScheduler
+    scheduler = sched_cls.from_config(sched_cfg)
+
+    loss_cfg = dict(config.get("loss", {}))
+    fields = {f.name for f in dataclasses.fields(NCMLLossConfig)}
+    unknown = sorted(set(loss_cfg) - fields)
+    if unknown:
+        raise ValueError(f"--config: unknown key(s) {unknown} in 'loss'; known: {sorted(fields)}")
+    if args.clean_fraction is not None:
+        loss_cfg["clean_fraction"] = args.clean_fraction
+    if args.num_noise_levels is not None:
+        loss_cfg["num_noise_levels"] = args.num_noise_levels
+    return model, scheduler, NCMLLoss(NCMLLossConfig(**loss_cfg))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data: uint8 (N, H, W, C) arrays, checked against the model before anything runs
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train_images: np.ndarray  # uint8 (N, H, W, C)
+    train_labels: np.ndarray  # int64 (N,)
+    eval_images: np.ndarray
+    eval_labels: np.ndarray
+    name: str  # for the model card
+
+
+def load_data(args: argparse.Namespace, model: ARBackbone) -> Data:
+    cfg = model.config
+    if args.dataset is not None:
+        source = f"--dataset {args.dataset}"
+        tr_x, tr_y = load_dataset(args.dataset, "train")
+        ev_x, ev_y = load_dataset(args.dataset, "test")
+        name = args.dataset
+    else:
+        source = f"--train_data_dir {args.train_data_dir}"
+        try:
+            folder = ImageFolder(args.train_data_dir, labels="folders" if cfg.num_classes else None)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from e
+        if len(folder) < 2:
+            raise ValueError(f"{source}: needs at least 2 images (one is held out), found {len(folder)}")
+        order = np.random.default_rng(0).permutation(len(folder))
+        n_eval = max(1, int(round(HOLDOUT_FRACTION * len(folder))))
+        ev, tr = np.sort(order[:n_eval]), np.sort(order[n_eval:])
+        tr_x, tr_y, ev_x, ev_y = folder.images[tr], folder.labels[tr], folder.images[ev], folder.labels[ev]
+        name = Path(args.train_data_dir).name
+    _, h, w, c = tr_x.shape
+    if c != cfg.in_channels:
+        raise ValueError(f"{source}: images have {c} channel(s) but the model config has in_channels={cfg.in_channels}")
+    if (h, w) != (cfg.sample_size, cfg.sample_size):
+        raise ValueError(f"{source}: images are {h}×{w} but the model config has sample_size={cfg.sample_size}")
+    if cfg.num_classes is not None and max(tr_y.max(), ev_y.max()) >= cfg.num_classes:
+        raise ValueError(f"{source}: labels go up to {max(tr_y.max(), ev_y.max())} but num_classes={cfg.num_classes}")
+    global_batch = args.train_batch_size * _world_size()
+    if len(tr_x) < global_batch:
+        raise ValueError(f"{source}: {len(tr_x)} training images, fewer than one batch of {global_batch} "
+                         f"(--train_batch_size × processes)")
+    if cfg.num_bits < 8:  # keep the top num_bits bits: levels 0 … 2^bits − 1
+        tr_x, ev_x = tr_x >> (8 - cfg.num_bits), ev_x >> (8 - cfg.num_bits)
+    return Data(tr_x, tr_y, ev_x[: args.eval_max_images], ev_y[: args.eval_max_images], name)
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))  # known before the Accelerator exists
+
+
+def batch_positions(micro_step: int, args, num_train: int, num_processes: int,
+                    rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """This process's micro-batch: (indices into the training set (B,), global example numbers (B,))."""
+    per_micro = args.train_batch_size * num_processes
+    per_epoch = num_train // per_micro
+    epoch, k = divmod(micro_step, per_epoch)
+    perm = np.random.default_rng([args.seed, epoch]).permutation(num_train)
+    start = k * per_micro + rank * args.train_batch_size
+    positions = np.arange(start, start + args.train_batch_size)
+    return perm[positions], micro_step * per_micro + rank * args.train_batch_size + np.arange(args.train_batch_size)
+
+
+def example_generators(seed: int, example_numbers: np.ndarray, device) -> list[torch.Generator]:
+    """One generator per example, seeded by (seed, global example number): the draws of t and ε per example."""
+    states = [np.random.SeedSequence([seed, int(n)]).generate_state(1, np.uint64)[0] >> np.uint64(1)
+              for n in example_numbers]
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in states]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# EMA and the step counter: checkpointed by Accelerate (register_for_checkpointing)
+# ---------------------------------------------------------------------------------------------------------------
+class EMA:
+    """Exponential moving average of the weights (PixelCNN++'s Polyak averaging), used for eval and release.
+
+    Decay ``min(decay, (1 + n)/(10 + n))`` after ``n`` updates, so short runs are not dominated by the init.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.num_updates = 0
+        self.shadow = {k: p.detach().clone().float() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for k, p in model.named_parameters():
+            self.shadow[k].lerp_(p.detach().float(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        for k, p in model.named_parameters():
+            p.copy_(self.shadow[k])
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["shadow"]) != set(self.shadow):
+            raise ValueError("checkpoint EMA weights do not match the model's parameters")
+        self.num_updates = int(state["num_updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
+class TrainState:
+    """The optimizer-step counter, saved with the checkpoint."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints: atomic folders, "latest", and a refusal to resume a different model
+# ---------------------------------------------------------------------------------------------------------------
+def checkpoint_meta(model: ARBackbone, scheduler: SDEScheduler, loss: NCMLLoss, step: int = 0) -> dict:
+    return {"model_class": type(model).__name__, "model": config_to_dict(model.config),
+            "scheduler_class": type(scheduler).__name__, "scheduler": config_to_dict(scheduler.config),
+            "loss": config_to_dict(loss.config), "step": step}
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints in ``output_dir`` (named ``checkpoint-<step>`` with the metadata file), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir()
+             if (m := CHECKPOINT_RE.match(p.name)) and (p / CHECKPOINT_META).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(args, output_dir: Path, expected: dict) -> Path | None:
+    """The checkpoint to resume from (checked against this run's model), or None to start fresh."""
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}, starting a new run")
+            return None
+        path = found[-1]
+    else:
+        path = Path(args.resume_from_checkpoint)
+        if not (path / CHECKPOINT_META).is_file():
+            raise ValueError(f"--resume_from_checkpoint {path}: not a complete ncml training checkpoint "
+                             f"(no {CHECKPOINT_META})")
+    meta = hub_utils.read_json(path / CHECKPOINT_META, argname="--resume_from_checkpoint")
+    if meta.get("loss") != expected["loss"]:
+        print(f"note: resuming {path} with a different loss config: {meta.get('loss')} -> {expected['loss']}")
+    for key in ("model_class", "model", "scheduler_class", "scheduler"):
+        if meta.get(key) != expected[key]:
+            theirs, ours = meta.get(key), expected[key]
+            if isinstance(theirs, dict) and isinstance(ours, dict):
+                diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours))
+                        if theirs.get(k) != ours.get(k)}
+            else:
+                diff = (theirs, ours)
+            raise ValueError(f"--resume_from_checkpoint {path}: the checkpoint is from another {key.split('_')[0]} "
+                             f"(differences, checkpoint vs this run: {diff})")
+    return path
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_limit: int | None) -> Path:
+    """``accelerator.save_state`` into a temporary folder, then an atomic rename to ``checkpoint-<step>``."""
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".checkpoint-{step}.incomplete"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # left over from a killed run
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        hub_utils.write_json(tmp / CHECKPOINT_META, {**meta, "step": step})
+        _fsync_tree(tmp)
+        if final.exists():  # the same step saved before (a rerun): swap, never delete first
+            trash = output_dir / f".checkpoint-{step}.old"
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(output_dir)
+        if total_limit is not None:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluation: held-out bits/dim at t = 0 and a few t > 0, and a grid of AR samples
+# ---------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: ARBackbone, scheduler: SDEScheduler, data: Data, args, device) -> dict[str, float]:
+    """Held-out bits/dim per t (t = 0: the discretized NLL; t > 0: ``log pdf + log Δ`` of x_t, fixed noise)."""
+    model.eval()
+    ts = [0.0] + [f * scheduler.t_max for f in args.eval_t_fractions]
+    labels_needed = model.config.num_classes is not None
+    out = {}
+    for t in ts:
+        gen = torch.Generator().manual_seed(args.seed)  # the same noise at every evaluation
+        total, count = 0.0, 0
+        for i in range(0, len(data.eval_images), args.eval_batch_size):
+            x0 = to_model_space(data.eval_images[i:i + args.eval_batch_size], num_bits=model.config.num_bits)
+            noise = torch.randn(x0.shape, generator=gen)
+            x_t = x0 if t == 0 else scheduler.add_noise(x0, noise, t)
+            labels = data.eval_labels[i:i + args.eval_batch_size]
+            labels = torch.from_numpy(labels).to(device) if labels_needed else None
+            bpd = bits_per_dim_from_log_prob(model(x_t.to(device), t, labels).log_prob.float())
+            total, count = total + bpd.sum().item(), count + len(bpd)
+        out[f"eval/bpd_t={t:.4g}"] = total / count
+    return out
+
+
+@torch.no_grad()
+def write_sample_grid(model: ARBackbone, args, path: Path, device) -> None:
+    """``--num_sample_images`` AR samples at t = 0 (plain autoregressive sampling) as one PNG row-major grid."""
+    from PIL import Image
+
+    n = args.num_sample_images
+    labels = torch.arange(n, device=device) % model.config.num_classes if model.config.num_classes else None
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    x = model.sample(n, 0.0, labels, generator=gen)
+    images = to_uint8(x, num_bits=model.config.num_bits)  # (n, H, W, C)
+    if model.config.num_bits < 8:
+        images = (images.astype(np.float32) * (255 / (2**model.config.num_bits - 1))).round().astype(np.uint8)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    _, h, w, c = images.shape
+    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = im
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hub_utils.atomic_write(path, lambda f: Image.fromarray(grid[..., 0] if c == 1 else grid).save(f, format="PNG"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# release: the EMA weights as an NCMLPipeline folder with a model card
+# ---------------------------------------------------------------------------------------------------------------
+def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLoss, data: Data, metrics: dict,
+                 args, step: int, num_processes: int, output_dir: Path) -> None:
+    from ncml.pipelines import NCMLClassConditionalPipeline, NCMLPipeline
+
+    conditional = ema_model.config.num_classes is not None
+    pipeline_cls = NCMLClassConditionalPipeline if conditional else NCMLPipeline
+    pipeline_cls(backbone=ema_model, scheduler=scheduler).save_pretrained(output_dir)
+    rows = {k.removeprefix("eval/"): f"{v:.4f}" for k, v in metrics.items()}
+    body = "\n".join([
+        "## Training", "",
+        f"- dataset: `{data.name}` ({len(data.train_images)} train / {len(data.eval_images)} held-out images)",
+        f"- steps: {step}, batch {args.train_batch_size} × {num_processes} processes × "
+        f"{args.gradient_accumulation_steps} accumulation, learning rate {args.learning_rate}, "
+        f"EMA decay {args.ema_decay}",
+        f"- SDE: `{type(scheduler).__name__}` (T = {scheduler.t_max}); loss: `{loss_fn.config}`",
+        "- bits/dim: held-out negative log-likelihood per dimension (t = 0: discretized, exact; t > 0: density of "
+        "x_t plus log Δ), EMA weights.", "",
+        "```python", f"from ncml import {pipeline_cls.__name__}",
+        f"pipe = {pipeline_cls.__name__}.from_pretrained(\"PATH_OR_REPO_ID\")",
+        "images = pipe(class_labels=[0, 1, 2, 3]).images" if conditional else "images = pipe(batch_size=4).images",
+        "```",
+    ])
+    card = hub_utils.model_card_text(
+        title=f"{type(ema_model).__name__} trained with NCML on {data.name}",
+        summary="An autoregressive image model trained by noise conditional maximum likelihood with "
+                "`examples/train_ncml.py`.",
+        tags=[type(ema_model).__name__], datasets=[data.name] if args.dataset else None, metrics=rows, body=body)
+    hub_utils.atomic_write_text(output_dir / "README.md", card)
+
+
+def push_release(output_dir: Path, repo_id: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in RELEASE_FILES:
+            src = output_dir / name
+            if src.is_dir():
+                shutil.copytree(src, Path(tmp) / name)
+            elif src.is_file():
+                shutil.copy2(src, Path(tmp) / name)
+        hub_utils.upload_folder(tmp, repo_id, commit_message="Upload NCML model trained with examples/train_ncml.py")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------------------
+def learning_rate_at(step: int, args) -> float:
+    """Linear warmup over ``lr_warmup_steps``, then constant or cosine to 0 at ``max_train_steps``."""
+    if step < args.lr_warmup_steps:
+        return args.learning_rate * (step + 1) / args.lr_warmup_steps
+    if args.lr_scheduler == "cosine":
+        progress = (step - args.lr_warmup_steps) / max(1, args.max_train_steps - args.lr_warmup_steps)
+        return args.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+    return args.learning_rate
+
+
+@dataclass
+class TrainResult:
+    model: ARBackbone  # the trained (unwrapped) model
+    ema_model: ARBackbone  # a copy holding the EMA weights
+    step: int
+    metrics: dict  # the last evaluation
+
+
+def main(argv: list[str] | None = None) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    # 1. everything that can be wrong with the inputs is checked before the Accelerator starts
+    args, config = parse_args(argv)
+    model, scheduler, loss_fn = build_components(config, args)
+    data = load_data(args, model)
+    output_dir = Path(args.output_dir)
+    meta = checkpoint_meta(model, scheduler, loss_fn)
+    resume_path = resolve_resume(args, output_dir, meta)
+
+    # 2. Accelerate: processes, device, mixed precision, trackers
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if world != _world_size():
+        raise RuntimeError(f"WORLD_SIZE={_world_size()} but Accelerate runs {world} processes")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.log_with:
+            accelerator.init_trackers("train_ncml", config={k: v for k, v in vars(args).items()
+                                                            if isinstance(v, (int, float, str, bool))})
+    set_seed(args.seed, device_specific=True)  # dropout: a different stream per process, restored on resume
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                 weight_decay=args.adam_weight_decay)
+    # the EMA copy is made before prepare(): evaluation and the release run in float32, outside autocast
+    ema_model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema = EMA(unwrapped, args.ema_decay)
+    state = TrainState()
+    accelerator.register_for_checkpointing(ema)
+    accelerator.register_for_checkpointing(state)
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        accelerator.print(f"resumed from {resume_path} at step {state.step}")
+
+    metrics_file = output_dir / "logs" / "metrics.jsonl"
+
+    def log(row: dict, step: int) -> None:
+        accelerator.log(row, step=step)
+        if accelerator.is_main_process:
+            metrics_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+
+    def run_evaluation(step: int) -> dict:
+        result = {}
+        if accelerator.is_main_process:
+            ema.copy_to(ema_model)
+            result = evaluate(ema_model, scheduler, data, args, device)
+            if args.num_sample_images:
+                write_sample_grid(ema_model, args, output_dir / "samples" / f"step-{step}.png", device)
+            log(result, step)
+            progress.write("step %d: %s" % (step, ", ".join(f"{k.removeprefix('eval/')} {v:.4f}"
+                                                            for k, v in result.items())))
+        accelerator.wait_for_everyone()
+        return result
+
+    total_batch = args.train_batch_size * world * args.gradient_accumulation_steps
+    accelerator.print(f"training {type(unwrapped).__name__} ({unwrapped.num_parameters():,} parameters) on "
+                      f"{data.name}: {len(data.train_images)} images, {total_batch} per step "
+                      f"({args.train_batch_size} × {world} processes × {args.gradient_accumulation_steps} "
+                      "accumulation), "
+                      f"{type(scheduler).__name__}, {loss_fn.config}")
+    progress = tqdm(range(args.max_train_steps), initial=state.step, desc="train", dynamic_ncols=True,
+                    disable=not accelerator.is_local_main_process)
+    labels_needed = unwrapped.config.num_classes is not None
+    metrics: dict = {}
+    window = torch.zeros(4, device=device)  # loss sums and counts since the last log: clean (t = 0), noisy
+    window_seconds, window_images = 0.0, 0  # training throughput (evaluation and checkpoints excluded)
+    model.train()
+    while state.step < args.max_train_steps:
+        step, step_start = state.step, time.perf_counter()
+        sums = torch.zeros(4, device=device)
+        for micro in range(args.gradient_accumulation_steps):
+            idx, numbers = batch_positions(step * args.gradient_accumulation_steps + micro, args,
+                                           len(data.train_images), world, rank)
+            x0 = to_model_space(data.train_images[idx], num_bits=unwrapped.config.num_bits).to(device)
+            labels = torch.from_numpy(data.train_labels[idx]).to(device) if labels_needed else None
+            with accelerator.accumulate(model):
+                out = loss_fn(model, scheduler, x0, labels, generator=example_generators(args.seed, numbers, device))
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    if args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate_at(step, args)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            nll, clean = out.nll_per_dim.detach(), out.t == 0
+            sums += torch.stack([nll[clean].sum(), clean.sum().float(), nll[~clean].sum(), (~clean).sum().float()])
+        if not torch.isfinite(sums).all():
+            raise FloatingPointError(f"non-finite loss at step {step} (try --mixed_precision no or a lower "
+                                     "--learning_rate)")
+        ema.update(unwrapped)
+        state.step = step = step + 1
+        progress.update(1)
+        window += sums
+        window_images += args.train_batch_size * args.gradient_accumulation_steps * world
+        window_seconds += time.perf_counter() - step_start
+
+        if step % args.logging_steps == 0 or step == args.max_train_steps:
+            s = accelerator.reduce(window, reduction="sum").tolist()
+            row = {"train/loss": (s[0] + s[2]) / max(1, s[1] + s[3]), "lr": learning_rate_at(step - 1, args),
+                   "images_per_s": window_images / window_seconds}
+            if s[1]:
+                row["train/loss_t0"] = s[0] / s[1]
+            if s[3]:
+                row["train/loss_noisy"] = s[2] / s[3]
+            log(row, step)
+            progress.set_postfix(loss=f"{row['train/loss']:.3f}", lr=f"{row['lr']:.2e}")
+            window.zero_()
+            window_seconds, window_images = 0.0, 0
+        if args.eval_steps and step % args.eval_steps == 0 and step != args.max_train_steps:
+            metrics = run_evaluation(step)
+        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit)
+    progress.close()
+
+    # 3. the end: a final evaluation, a checkpoint, and the release pipeline from the EMA weights
+    metrics = run_evaluation(state.step)
+    if not (args.checkpointing_steps and state.step % args.checkpointing_steps == 0):
+        save_checkpoint(accelerator, output_dir, state.step, meta, args.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        save_release(ema_model, scheduler, loss_fn, data, metrics, args, state.step, world, output_dir)
+        if args.push_to_hub:
+            push_release(output_dir, args.hub_model_id or output_dir.resolve().name)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    ema.copy_to(ema_model)
+    return TrainResult(model=unwrapped, ema_model=ema_model, step=state.step, metrics=metrics)
+
+
+if __name__ == "__main__":
+    main()

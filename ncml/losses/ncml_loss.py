@@ -1,0 +1,122 @@
+"""The noise conditional maximum likelihood (NCML) objective, paper section 4 (Eq. 7):
+
+    L(θ) = E_{t ~ μ} E_{x_0 ~ p_data} E_{x_t ~ p_t(· | x_0)} [ −log p_θ,t(x_t) ] / (d · ln 2)     (bits/dim)
+
+with ``x_t = m(t)·x_0 + s(t)·ε`` the exact marginal of the noising SDE (``scheduler.add_noise``).
+
+The noise-level distribution μ
+------------------------------
+The paper takes μ uniform over its noise scales ``T``, ``t = 0`` included (section 4, "NCML as regularized
+maximum likelihood": the ``t = 0`` term is the MLE objective, the ``t > 0`` terms a regulariser with weights
+``λ_t = μ(t)/μ(0)``). With a continuum of times ``t = 0`` has measure zero, so here μ is a mixture::
+
+    t = 0                       with probability clean_fraction
+    t ~ U(0, T]                 otherwise (num_noise_levels=None, continuous), or
+    t ~ U{T/K, 2T/K, …, T}      otherwise (num_noise_levels=K, a grid of K noise levels)
+
+The default ``clean_fraction=0.5`` keeps the MLE term (the only one evaluated at test time, and the one
+that must match a vanilla PixelCNN++) at half of every batch, as in the calibration runs recorded in
+REFERENCES.md ("NCML with t = 0 for half of each batch"); the ``t > 0`` terms cost ~5× more bits/dim than
+the clean ones, so a small clean fraction would let them dominate the gradient. The paper's literal
+"uniform over ``{0} ∪ grid``" is ``num_noise_levels=K, clean_fraction=1/(K+1)``.
+``clean_fraction=1`` is exactly maximum likelihood (the discretized PixelCNN++ NLL); ``clean_fraction=0``
+trains only on noisy data.
+
+``t_min`` (default 0) bounds the continuous branch to ``U(t_min, T]``: once ``s(t)`` is far below the bin
+width the continuous density of ``x_t`` is nearly singular (REFERENCES.md, numerical pitfalls), and a
+user may prefer to keep the sampled noise above that scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..models.autoregressive import ARBackbone, bits_per_dim_from_log_prob
+from ..schedulers.scheduling_utils import SDEScheduler
+from ..utils import Generator, check_generator, expand_as, rand, randn
+
+__all__ = ["NCMLLossConfig", "NCMLLoss", "NCMLLossOutput"]
+
+
+@dataclass(frozen=True)
+class NCMLLossConfig:
+    clean_fraction: float = 0.5  # μ({0}): probability that an example is scored clean (t = 0, plain MLE)
+    num_noise_levels: int | None = None  # None: t ~ U(t_min, T]; K: t uniform on the grid {T/K, …, T}
+    t_min: float = 0.0  # lower end of the continuous branch (exclusive); 0 ≤ t_min < T
+
+    def __post_init__(self):
+        cf = self.clean_fraction
+        if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not 0.0 <= cf <= 1.0:
+            raise ValueError(f"clean_fraction must be a number in [0, 1], got {cf!r}")
+        k = self.num_noise_levels
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"num_noise_levels must be None (continuous) or an int >= 1, got {k!r}")
+        tm = self.t_min
+        if isinstance(tm, bool) or not isinstance(tm, (int, float)) or not math.isfinite(tm) or tm < 0:
+            raise ValueError(f"t_min must be a finite number >= 0, got {tm!r}")
+        if k is not None and tm != 0:
+            raise ValueError(f"t_min applies to the continuous branch only; got t_min={tm} with num_noise_levels={k}")
+
+
+@dataclass(frozen=True)
+class NCMLLossOutput:
+    loss: torch.Tensor  # () mean of nll_per_dim over the batch, bits/dim (what to backpropagate)
+    nll_per_dim: torch.Tensor  # (B,) per-example negative log-likelihood of x_t, bits/dim (float32)
+    t: torch.Tensor  # (B,) the sampled times, float64 (exactly 0.0 for clean examples)
+
+
+class NCMLLoss:
+    """``NCMLLoss(config)(model, scheduler, x0, class_labels=None, *, generator=None) -> NCMLLossOutput``.
+
+    ``x0``: clean images ``(B, C, H, W)`` in model space ``[-1, 1]`` on the data grid. One teacher-forced
+    forward pass of ``model`` on ``x_t`` gives ``log p_θ,t(x_t)`` per dimension in nats (discretized mass
+    where ``t = 0``, ``log pdf + log Δ`` where ``t > 0``; see ``ARBackbone``); the loss is its negative mean
+    over dimensions and batch in bits/dim. ``generator`` (one, or a list of ``B`` for per-example draws
+    independent of the batch layout) drives the draws of ``t`` and ``ε`` — never the global RNG.
+    """
+
+    def __init__(self, config: NCMLLossConfig | None = None):
+        if config is None:
+            config = NCMLLossConfig()
+        if not isinstance(config, NCMLLossConfig):
+            raise TypeError(f"config must be an NCMLLossConfig, got {type(config).__name__}")
+        self.config = config
+
+    def sample_t(self, batch_size: int, t_max: float, *, generator: Generator = None, device=None) -> torch.Tensor:
+        """Draw ``t ~ μ``, float64 ``(batch_size,)`` (float64 so that ``t ≤ T`` holds exactly)."""
+        cfg = self.config
+        if not cfg.t_min < t_max:
+            raise ValueError(f"t_min={cfg.t_min} must be smaller than the scheduler's t_max={t_max}")
+        u = rand((batch_size, 2), generator=generator, device=device, dtype=torch.float64)  # (B, 2)
+        clean = u[:, 0] < cfg.clean_fraction  # clean_fraction=1 → always (u < 1); 0 → never
+        if cfg.num_noise_levels is None:
+            noisy = t_max - (t_max - cfg.t_min) * u[:, 1]  # U(t_min, T]: u ∈ [0, 1) maps to (t_min, T]
+        else:
+            k = cfg.num_noise_levels
+            level = torch.clamp(torch.floor(u[:, 1] * k), max=k - 1) + 1  # uniform on {1, …, K}
+            noisy = level * (t_max / k)
+        return torch.where(clean, torch.zeros_like(noisy), noisy.clamp(max=t_max))
+
+    def __call__(self, model: ARBackbone, scheduler: SDEScheduler, x0: torch.Tensor,
+                 class_labels: torch.Tensor | None = None, *, generator: Generator = None) -> NCMLLossOutput:
+        if not isinstance(scheduler, SDEScheduler):
+            raise TypeError(f"scheduler must be an SDEScheduler, got {type(scheduler).__name__}")
+        if not isinstance(x0, torch.Tensor) or not x0.dtype.is_floating_point or x0.ndim != 4:
+            raise TypeError("x0 must be a float tensor (B, C, H, W) in model space [-1, 1] "
+                            f"(convert uint8 images with ncml.data.to_model_space), got "
+                            f"{type(x0).__name__ if not isinstance(x0, torch.Tensor) else (x0.dtype, tuple(x0.shape))}")
+        batch_size = x0.shape[0]
+        check_generator(generator, batch_size)
+        t = self.sample_t(batch_size, scheduler.t_max, generator=generator, device=x0.device)  # (B,)
+        noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # (B, C, H, W)
+        # clean examples are x0 itself, bit for bit: their log-likelihood is a mass on the data grid
+        x_t = torch.where(expand_as(t == 0, x0).bool(), x0, scheduler.add_noise(x0, noise, t))
+        log_prob = model(x_t, t, class_labels).log_prob  # (B, C, H, W) nats
+        nll_per_dim = bits_per_dim_from_log_prob(log_prob.float())  # (B,) bits/dim, float32 under autocast too
+        return NCMLLossOutput(loss=nll_per_dim.mean(), nll_per_dim=nll_per_dim, t=t)
+
+    def __repr__(self) -> str:
+        return f"NCMLLoss({self.config})"

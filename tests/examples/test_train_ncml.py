@@ -1,0 +1,331 @@
+"""examples/train_ncml.py on CPU with a tiny NCPN on the real digits data.
+
+One module-scoped run set (three processes) covers: the documented ``accelerate launch`` command, the release
+folder, a SIGKILL while a checkpoint is being written, and exact resume from the previous checkpoint in a new
+process. Multi-process training runs two processes with ``accelerate.debug_launcher``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "train_ncml.py"
+
+TINY_MODEL = {"_class_name": "NCPNModel", "sample_size": 8, "in_channels": 1, "nr_resnet": 1, "nr_filters": 8,
+              "nr_logistic_mix": 2, "attention_heads": 2, "dropout": 0.1, "embedding_dim": 16}
+TRAINING = {"dataset": "digits", "train_batch_size": 8, "eval_batch_size": 64, "eval_max_images": 64,
+            "num_sample_images": 0, "logging_steps": 1, "eval_steps": 0, "seed": 3}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_ncml", SCRIPT)
+    module = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+def write_config(folder: Path, *, model=None, training=None, **sections) -> Path:
+    cfg = {"model": {**TINY_MODEL, **(model or {})}, "scheduler": {"_class_name": "VPSDEScheduler"},
+           "training": {**TRAINING, **(training or {})}, **sections}
+    path = folder / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def run(cmd: list[str], *, check=True, timeout=300, threads=None) -> subprocess.CompletedProcess:
+    threads = threads or os.environ.get("OMP_NUM_THREADS", "1")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_state(a, b, path="state"):
+    """Recursive bitwise equality of nested dicts / lists / tensors / numbers."""
+    assert type(a) is type(b), path
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            assert_same_state(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def load_checkpoint_files(folder: Path) -> dict:
+    return {
+        "model": load_file(folder / "model.safetensors"),
+        "optimizer": torch.load(folder / "optimizer.bin", weights_only=False),
+        "ema": torch.load(folder / "custom_checkpoint_0.pkl", weights_only=False),
+        "step": torch.load(folder / "custom_checkpoint_1.pkl", weights_only=False),
+        "rng": torch.load(folder / "random_states_0.pkl", weights_only=False)["torch_manual_seed"],
+    }
+
+
+# ---- one uninterrupted run, one killed mid-checkpoint, and its resume in a new process -------------------------
+KILL_DURING_SECOND_SAVE = textwrap.dedent("""
+    import importlib.util, os, signal, sys
+    from accelerate import Accelerator
+    spec = importlib.util.spec_from_file_location("train_ncml", sys.argv[1])
+    script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(script)
+    original, calls = Accelerator.save_state, []
+    def save_state(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        result = original(self, output_dir, **kwargs)
+        if len(calls) == 2:  # the checkpoint at step 4: tear a file, then die before the rename
+            with open(os.path.join(output_dir, "model.safetensors"), "r+b") as f:
+                f.truncate(64)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    Accelerator.save_state = save_state
+    script.main(sys.argv[2:])
+""")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    config = write_config(base)
+    common = ["--config", str(config), "--max_train_steps", "4", "--checkpointing_steps", "2"]
+    full, killed = base / "full", base / "killed"
+    # the documented command line; keeps only the newest checkpoint
+    run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), *common, "--output_dir", str(full),
+         "--checkpoints_total_limit", "1", "--eval_steps", "2", "--num_sample_images", "2"])
+    kill = run([sys.executable, "-c", KILL_DURING_SECOND_SAVE, str(SCRIPT), *common, "--output_dir", str(killed)],
+               check=False)
+    after_kill = sorted(p.name for p in killed.iterdir())
+    resume = run([sys.executable, str(SCRIPT), *common, "--output_dir", str(killed),
+                  "--resume_from_checkpoint", "latest"])
+    return {"base": base, "config": config, "full": full, "killed": killed, "kill_rc": kill.returncode,
+            "after_kill": after_kill, "resume_log": resume.stdout + resume.stderr}
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(runs, script):
+    assert runs["kill_rc"] == -9
+    # the torn write stayed in a hidden temporary folder; checkpoint-2 was complete and "latest" chose it
+    assert runs["after_kill"] == [".checkpoint-4.incomplete", "checkpoint-2", "logs"]
+    assert "resumed from" in runs["resume_log"] and "checkpoint-2 at step 2" in runs["resume_log"]
+    names = [p.name for p in script.list_checkpoints(runs["killed"])]
+    assert names == ["checkpoint-2", "checkpoint-4"]
+    assert not (runs["killed"] / ".checkpoint-4.incomplete").exists()
+
+
+def test_exact_resume_matches_the_uninterrupted_run_bitwise(runs):
+    # 4 steps in one process vs 2 steps + a new process resuming from checkpoint-2 (dropout 0.1 on)
+    a = load_checkpoint_files(runs["full"] / "checkpoint-4")
+    b = load_checkpoint_files(runs["killed"] / "checkpoint-4")
+    assert a["step"] == {"step": 4} and a["ema"]["num_updates"] == 4
+    assert_same_state(a, b)
+    # and the run really moved: the weights differ from the step-2 checkpoint
+    two = load_file(runs["killed"] / "checkpoint-2" / "model.safetensors")
+    assert any(not torch.equal(two[k], a["model"][k]) for k in two)
+    # the logged losses of steps 3-4 are the same numbers too
+    la = [r["train/loss"] for r in metrics(runs["full"]) if "train/loss" in r]
+    lb = [r["train/loss"] for r in metrics(runs["killed"]) if "train/loss" in r]
+    assert la[2:] == lb[-2:]
+
+
+def test_checkpoints_total_limit_keeps_the_newest(runs):
+    assert sorted(p.name for p in runs["full"].glob("checkpoint-*")) == ["checkpoint-4"]
+
+
+def test_release_folder_loads_with_the_ema_weights(runs):
+    NCMLPipeline = pytest.importorskip("ncml.pipelines").NCMLPipeline
+    out = runs["full"]
+    pipe = NCMLPipeline.from_pretrained(out)
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["backbone"] == ["ncml", "NCPNModel"] and index["scheduler"] == ["ncml", "VPSDEScheduler"]
+    ema = torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False)["shadow"]
+    released = dict(pipe.backbone.named_parameters())
+    assert set(released) == set(ema)
+    assert all(torch.equal(released[k].detach(), ema[k]) for k in ema)
+    live = load_file(out / "checkpoint-4" / "model.safetensors")
+    assert any(not torch.equal(live[k], ema[k]) for k in ema)  # EMA, not the live weights
+    card = (out / "README.md").read_text()
+    last_eval = [r for r in metrics(out) if "eval/bpd_t=0" in r][-1]
+    assert "library_name: ncml" in card and "digits" in card and "steps: 4" in card
+    assert f"{last_eval['eval/bpd_t=0']:.4f}" in card
+    assert last_eval["step"] == 4 and 0 < last_eval["eval/bpd_t=0"] < 16
+    assert sum("eval/bpd_t=0" in r for r in metrics(out)) == 2  # at step 2 (--eval_steps) and at the end
+    for step in (2, 4):
+        with Image.open(out / "samples" / f"step-{step}.png") as grid:  # 2 AR samples of 8×8 in one row
+            assert grid.size == (16, 8) and grid.mode == "L"
+
+
+def test_resuming_a_checkpoint_of_another_model_is_refused(runs, script, tmp_path):
+    other = write_config(tmp_path, model={"nr_filters": 16})
+    with pytest.raises(ValueError, match="another model.*nr_filters"):
+        script.main(["--config", str(other), "--output_dir", str(tmp_path / "o"),
+                     "--resume_from_checkpoint", str(runs["full"] / "checkpoint-4")])
+    with pytest.raises(ValueError, match="not a complete ncml training checkpoint"):
+        script.main(["--config", str(runs["config"]), "--output_dir", str(tmp_path / "o"),
+                     "--resume_from_checkpoint", str(runs["killed"] / "logs")])
+
+
+# ---- two processes ------------------------------------------------------------------------------------------
+TWO_PROCESSES = textwrap.dedent("""
+    import importlib.util, sys
+    from accelerate import debug_launcher
+    from safetensors.torch import save_file
+    spec = importlib.util.spec_from_file_location("train_ncml", sys.argv[1])
+    script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(script)
+    def train(argv, out):
+        import torch.distributed as dist
+        result = script.main(argv)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+    debug_launcher(train, args=(sys.argv[3:], sys.argv[2]), num_processes=2)
+""")
+
+
+def test_two_processes_keep_identical_weights_and_double_the_batch(tmp_path):
+    # class-conditional, so labels travel with the examples; no dropout, so runs can be compared across layouts
+    config = write_config(tmp_path, model={"dropout": 0.0, "num_classes": 10})
+    common = ["--config", str(config), "--max_train_steps", "3", "--checkpointing_steps", "0"]
+    two, one, accumulated = tmp_path / "two", tmp_path / "one", tmp_path / "accumulated"
+    run([sys.executable, "-c", TWO_PROCESSES, str(SCRIPT), str(tmp_path), *common, "--output_dir", str(two),
+         "--train_batch_size", "4"], threads=1)  # one thread per process: CI has 2 cores
+    run([sys.executable, str(SCRIPT), *common, "--output_dir", str(one), "--train_batch_size", "8"], threads=1)
+    run([sys.executable, str(SCRIPT), *common, "--output_dir", str(accumulated), "--train_batch_size", "4",
+         "--gradient_accumulation_steps", "2"], threads=1)
+    r0, r1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)  # identical across ranks, bit for bit
+    # 2 processes × 4 see the same 8 examples per step (and draws of t, ε) as 1 × 8 and as 1 × 4 × 2 accumulation
+    losses = {name: [r["train/loss"] for r in metrics(d) if "train/loss" in r]
+              for name, d in (("two", two), ("one", one), ("accumulated", accumulated))}
+    assert len(losses["two"]) == 3
+    np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-5)
+    np.testing.assert_allclose(losses["accumulated"], losses["one"], rtol=1e-5)
+    # weights agree up to float summation order, which Adam's g/√v can magnify where a gradient is ≈ 0:
+    # the tolerance is well below one step's update (lr = 5e-4 per element)
+    single = load_file(one / "checkpoint-3" / "model.safetensors")
+    for k in single:
+        torch.testing.assert_close(r0[k], single[k], rtol=1e-3, atol=1e-4)
+    # the release of the 2-process run is a class-conditional pipeline
+    index = json.loads((two / "model_index.json").read_text())
+    assert index["_class_name"] == "NCMLClassConditionalPipeline"
+
+
+# ---- mixed precision ------------------------------------------------------------------------------------------
+def bf16_run(tmp_path, steps, logging_steps=1):
+    config = write_config(tmp_path)
+    out = tmp_path / "bf16"
+    run([sys.executable, str(SCRIPT), "--config", str(config), "--output_dir", str(out), "--max_train_steps",
+         str(steps), "--checkpointing_steps", "0", "--mixed_precision", "bf16", "--logging_steps", str(logging_steps),
+         "--learning_rate", "2e-3"], timeout=600)
+    rows = [r for r in metrics(out) if "train/loss" in r]
+    assert len(rows) == steps // logging_steps
+    assert all(np.isfinite(r[k]) for r in rows for k in r)
+    assert np.isfinite([v for r in metrics(out) for k, v in r.items() if k.startswith("eval/")]).all()
+    return rows
+
+
+def test_bf16_on_cpu_trains_without_nans(tmp_path):
+    bf16_run(tmp_path, 3)
+
+
+@pytest.mark.slow
+def test_bf16_200_steps(tmp_path):
+    rows = bf16_run(tmp_path, 200, logging_steps=20)  # each row: the mean over 20 steps
+    for key in ("train/loss", "train/loss_t0", "train/loss_noisy"):
+        print(f"bf16 {key} per 20 steps:", [round(r[key], 3) for r in rows])
+    assert rows[-1]["train/loss_t0"] < rows[0]["train/loss_t0"]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+
+
+# ---- bad input: a clear error before training starts --------------------------------------------------------------
+def save_pngs(folder: Path, shapes, mode="L"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, shape in enumerate(shapes):
+        Image.fromarray(np.zeros(shape, dtype=np.uint8), mode=mode).save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing_folder", "train_data_dir.*not a folder"),
+    ("empty_folder", "train_data_dir.*holds no"),
+    ("mixed_sizes", "mixed sizes"),
+    ("rgb_for_grey_model", "channel"),
+    ("one_image", "at least 2 images"),
+])
+def test_bad_image_folder(script, tmp_path, case, match):
+    config = write_config(tmp_path, training={"dataset": None})
+    folder = tmp_path / "images"
+    if case == "empty_folder":
+        folder.mkdir()
+    elif case == "mixed_sizes":
+        save_pngs(folder, [(8, 8), (8, 8), (12, 12)])
+    elif case == "rgb_for_grey_model":
+        save_pngs(folder, [(8, 8, 3)] * 3, mode="RGB")
+    elif case == "one_image":
+        save_pngs(folder, [(8, 8)])
+    with pytest.raises(ValueError, match=match):
+        script.main(["--config", str(config), "--train_data_dir", str(folder), "--output_dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(model={"in_channels": 3}), "1 channel.*in_channels=3"),
+    (dict(model={"sample_size": 12}), "8×8.*sample_size=12"),
+    (dict(model={"nr_filterz": 8}), "unknown key.*nr_filterz"),
+    (dict(training={"learning_rat": 1e-3}), "unknown key.*learning_rat"),
+    (dict(training={"train_batch_size": "8"}), "train_batch_size has the wrong type"),
+    (dict(training={"dataset": "cifar10"}), "dataset must be one of"),
+    (dict(loss={"clean_fractoin": 0.5}), "unknown key.*clean_fractoin"),
+    (dict(optimizer={}), "unknown top-level key.*optimizer"),
+    (dict(scheduler={"_class_name": "NotAScheduler"}), "NotAScheduler"),
+    (dict(training={"train_batch_size": 4000}), "fewer than one batch"),
+    (dict(training={"dataset": None}), "--dataset.*--train_data_dir"),
+])
+def test_bad_config(script, tmp_path, change, match):
+    config = write_config(tmp_path, **change)
+    with pytest.raises((ValueError, TypeError), match=match):
+        script.main(["--config", str(config), "--output_dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_flags(script, tmp_path):
+    config = write_config(tmp_path)
+    base = ["--config", str(config), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match="clean_fraction"):
+        script.main(base + ["--clean_fraction", "1.5"])
+    with pytest.raises(ValueError, match="sde.*contradicts"):
+        script.main(base + ["--sde", "ve"])
+    with pytest.raises(ValueError, match="max_train_steps"):
+        script.main(base + ["--max_train_steps", "0"])
+    with pytest.raises(ValueError, match="no such file"):
+        script.main(["--config", str(tmp_path / "nope.json"), "--dataset", "digits"])
+    with pytest.raises(SystemExit):  # argparse: not one of the datasets
+        script.main(base + ["--dataset", "cifar10"])
+    assert not (tmp_path / "o").exists()
