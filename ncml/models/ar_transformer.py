@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .. import utils
 from .autoregressive import ARBackbone, BackboneOutput
-from .distributions import LogisticMixture, num_params
+from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
 
@@ -229,10 +229,6 @@ class ARTransformerModel(ARBackbone):
         params = self.run_layers(self.tokens(sequence), modulations)  # (B, L, P)
         return params.transpose(1, 2).reshape(b, -1, height, width)
 
-    def mixture(self, params: torch.Tensor) -> LogisticMixture:
-        """The likelihood head over ``params`` ``(B, P, *S)``."""
-        return LogisticMixture(params, self.config.in_channels, self.config.num_bits)
-
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
         """Teacher-forced log-likelihood per dimension.
 
@@ -247,11 +243,7 @@ class ARTransformerModel(ARBackbone):
             (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
         """
         t, class_labels = self.check_inputs(x, t, class_labels)
-        params = self.network(x, self.conditioning(t, class_labels, x.dtype))
-        clean = t == 0
-        log_prob = self.mixture(params).log_prob(x, clean)
-        log_prob = log_prob + (~clean).to(log_prob.dtype)[:, None, None, None] * math.log(self.bin_width)
-        return BackboneOutput(log_prob=log_prob, params=params)
+        return self.likelihood(self.network(x, self.conditioning(t, class_labels, x.dtype)), x, t)
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -274,21 +266,9 @@ class ARTransformerModel(ARBackbone):
 
         Call ``model.eval()`` first: in training mode dropout is active and draws from the global RNG.
         """
-        batch_size = self.check_batch_size(batch_size)
-        utils.check_generator(generator, batch_size)
-        device, dtype = self.device, self.dtype
-        t = self.check_time(t, batch_size, device=device)
-        class_labels = self.check_class_labels(class_labels, batch_size, device=device)
-        known, known_mask = self.check_known(known, known_mask, batch_size, device=device)
+        x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
+        batch_size, device, dtype = x.shape[0], x.device, x.dtype
         clean = t == 0
-        x = torch.full((batch_size, *self.image_shape), -1.0, dtype=dtype, device=device)  # -1 is on every grid
-        if known is not None:
-            known = known.to(dtype)
-            x = torch.where(known_mask, known, x)
-            try:
-                self.check_inputs(x, t, class_labels)
-            except ValueError as e:
-                raise ValueError(f"known: the kept values are not valid model inputs: {e}") from None
 
         c, height, width = self.image_shape
         length = height * width
@@ -329,9 +309,3 @@ class ARTransformerModel(ARBackbone):
         bar.close()
         return x
 
-    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor, x_ij: torch.Tensor,
-                         known_mask: torch.Tensor | None, position: tuple[int, int], generator) -> torch.Tensor:
-        """One pixel's channels ``(B, C)`` from its parameters ``(B, P)`` (R→G→B), keeping known channels."""
-        mask_ij = None if known_mask is None else known_mask[:, :, position[0], position[1]]
-        return self.mixture(params_ij).sample(clean, known=x_ij if mask_ij is not None else None,
-                                              known_mask=mask_ij, generator=generator)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import utils
+from .distributions import LogisticMixture
 from .modeling_utils import ModelMixin
 
 
@@ -60,6 +62,54 @@ class ARBackbone(ModelMixin):
     def bin_width(self) -> float:
         """Δ = 2 / (2^bits − 1): the spacing of the data grid in ``[-1, 1]``."""
         return 2.0 / (2**self.config.num_bits - 1)
+
+    # ---- the likelihood head shared by every backbone: a logistic mixture per pixel ----------------
+    def mixture(self, params: torch.Tensor) -> LogisticMixture:
+        """The likelihood head over ``params`` ``(B, P, *S)`` (layout: :class:`LogisticMixture`)."""
+        return LogisticMixture(params, self.config.in_channels, self.config.num_bits)
+
+    def likelihood(self, params: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> BackboneOutput:
+        """``BackboneOutput`` for network outputs ``params`` ``(B, P, H, W)`` at inputs ``x`` and checked ``t`` ``(B,)``.
+
+        ``t == 0``: log masses of the data bins; ``t > 0``: ``log pdf + log Δ``. Computed in at least float32,
+        also under autocast (bf16 log-masses would lose the bits/dim's digits).
+        """
+        clean = t == 0
+        dtype = torch.promote_types(params.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            log_prob = self.mixture(params.to(dtype)).log_prob(x.to(dtype), clean)
+        log_prob = log_prob + (~clean).to(log_prob.dtype)[:, None, None, None] * math.log(self.bin_width)
+        return BackboneOutput(log_prob=log_prob, params=params)
+
+    def start_sampling(self, batch_size: int, t, class_labels, known, known_mask, generator):
+        """Validate ``sample``'s arguments; return ``(x, t, class_labels, known_mask)``.
+
+        ``x`` ``(B, C, H, W)`` holds the kept values of ``known`` and −1 (a value on every grid) elsewhere.
+        """
+        batch_size = self.check_batch_size(batch_size)
+        utils.check_generator(generator, batch_size)
+        device, dtype = self.device, self.dtype
+        t = self.check_time(t, batch_size, device=device)
+        class_labels = self.check_class_labels(class_labels, batch_size, device=device)
+        known, known_mask = self.check_known(known, known_mask, batch_size, device=device)
+        x = torch.full((batch_size, *self.image_shape), -1.0, dtype=dtype, device=device)
+        if known is not None:
+            x = torch.where(known_mask, known.to(dtype), x)
+            try:
+                self.check_inputs(x, t, class_labels)
+            except ValueError as e:
+                raise ValueError(f"known: the kept values are not valid model inputs: {e}") from None
+        return x, t, class_labels, known_mask
+
+    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor, x_ij: torch.Tensor,
+                         known_mask: torch.Tensor | None, position: tuple[int, int], generator) -> torch.Tensor:
+        """One pixel's channels ``(B, C)`` from its parameters ``(B, P)`` (R→G→B), keeping known channels.
+
+        Every sampler (naive or cached) draws through here, so they consume the generator identically.
+        """
+        mask_ij = None if known_mask is None else known_mask[:, :, position[0], position[1]]
+        return self.mixture(params_ij).sample(clean, known=x_ij if mask_ij is not None else None,
+                                              known_mask=mask_ij, generator=generator)
 
     # ---- input checks shared by every backbone ---------------------------------------------------
     def check_time(self, t, batch_size: int, *, device=None) -> torch.Tensor:

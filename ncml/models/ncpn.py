@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .. import utils
 from .autoregressive import ARBackbone, BackboneOutput
-from .distributions import LogisticMixture, num_params
+from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
 
@@ -308,10 +308,6 @@ class NCPNModel(ARBackbone):
         assert not us and not uls
         return self.head(F.elu(ul))
 
-    def mixture(self, params: torch.Tensor) -> LogisticMixture:
-        """The likelihood head over ``params`` ``(B, P, *S)``."""
-        return LogisticMixture(params, self.config.in_channels, self.config.num_bits)
-
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
         """Teacher-forced log-likelihood per dimension.
 
@@ -327,14 +323,7 @@ class NCPNModel(ARBackbone):
         """
         t, class_labels = self.check_inputs(x, t, class_labels)
         h = F.silu(self.embedding(t, class_labels)).to(x.dtype)
-        params = self.network(x, h)
-        clean = t == 0
-        # the likelihood in at least float32, also under autocast (bf16 log-masses lose the bits/dim's digits)
-        dtype = torch.promote_types(params.dtype, torch.float32)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            log_prob = self.mixture(params.to(dtype)).log_prob(x.to(dtype), clean)
-        log_prob = log_prob + (~clean).to(log_prob.dtype)[:, None, None, None] * math.log(self.bin_width)
-        return BackboneOutput(log_prob=log_prob, params=params)
+        return self.likelihood(self.network(x, h), x, t)
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -358,22 +347,8 @@ class NCPNModel(ARBackbone):
 
         Runs under ``torch.no_grad()`` with dropout off (the module's train/eval mode is restored afterwards).
         """
-        batch_size = self.check_batch_size(batch_size)
-        utils.check_generator(generator, batch_size)
-        device, dtype = self.device, self.dtype
-        t = self.check_time(t, batch_size, device=device)
-        class_labels = self.check_class_labels(class_labels, batch_size, device=device)
-        known, known_mask = self.check_known(known, known_mask, batch_size, device=device)
+        x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
         clean = t == 0
-        x = torch.full((batch_size, *self.image_shape), -1.0, dtype=dtype, device=device)  # -1 is on every grid
-        if known is not None:
-            known = known.to(dtype)
-            x = torch.where(known_mask, known, x)
-            try:
-                self.check_inputs(x, t, class_labels)
-            except ValueError as e:
-                raise ValueError(f"known: the kept values are not valid model inputs: {e}") from None
-
         if use_cache:
             from .ncpn_cache import sample_cached  # imports this module
             return sample_cached(self, x, t, class_labels, known_mask, generator=generator, progress=progress)
@@ -392,12 +367,3 @@ class NCPNModel(ARBackbone):
             self.train(was_training)
         return x
 
-    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor, x_ij: torch.Tensor,
-                         known_mask: torch.Tensor | None, position: tuple[int, int], generator) -> torch.Tensor:
-        """One pixel's channels ``(B, C)`` from its parameters ``(B, P)`` (R→G→B), keeping known channels.
-
-        Kept separate from the loop so a cached sampler can reuse it with parameters from incremental passes.
-        """
-        mask_ij = None if known_mask is None else known_mask[:, :, position[0], position[1]]
-        return self.mixture(params_ij).sample(clean, known=x_ij if mask_ij is not None else None,
-                                              known_mask=mask_ij, generator=generator)

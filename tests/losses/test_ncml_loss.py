@@ -9,7 +9,7 @@ from scipy import stats
 
 from ncml.data import load_dataset, to_model_space
 from ncml.losses import NCMLLoss, NCMLLossConfig, NCMLLossOutput
-from ncml.models.autoregressive import ARBackbone, BackboneOutput
+from ncml.models.autoregressive import ARBackbone
 from ncml.schedulers import SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
 
 from losses.tiny_backbone import TinyARConfig, TinyARModel
