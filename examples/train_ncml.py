@@ -548,10 +548,12 @@ def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLo
         "images = pipe(class_labels=[0, 1, 2, 3]).images" if conditional else "images = pipe(batch_size=4).images",
         "```",
     ])
+    mle = loss_fn.config.clean_fraction == 1  # t = 0 always: the plain maximum-likelihood baseline
     card = hub_utils.model_card_text(
-        title=f"{type(ema_model).__name__} trained with NCML on {data.name}",
-        summary="An autoregressive image model trained by noise conditional maximum likelihood with "
-                "`examples/train_ncml.py`.",
+        title=f"{type(ema_model).__name__} trained with {'MLE' if mle else 'NCML'} on {data.name}",
+        summary="An autoregressive image model trained by "
+                f"{'plain maximum likelihood (clean_fraction=1)' if mle else 'noise conditional maximum likelihood'} "
+                "with `examples/train_ncml.py`.",
         tags=[type(ema_model).__name__], datasets=[data.name] if args.dataset else None, metrics=rows, body=body)
     hub_utils.atomic_write_text(output_dir / "README.md", card)
 

@@ -39,7 +39,7 @@ _LAZY = {
     "NCMLClassConditionalPipeline": "ncml.pipelines.pipeline_ncml_class_conditional",
     "NCMLInpaintPipeline": "ncml.pipelines.pipeline_ncml_inpaint",
     # bundled pretrained pipelines
-    "pretrained": "ncml.pretrained",
+    "pretrained": "ncml.bundled",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,31 @@
+"""The bundled pipelines load, have a sane held-out likelihood, and sample."""
+
+import numpy as np
+import pytest
+import torch
+
+import ncml
+from ncml.data import load_dataset
+from ncml.evaluation import bits_per_dim
+from ncml.bundled import available
+
+BUNDLED = ("ncpn-mnist5k-vp", "ncpn-mnist5k-mle")
+
+
+def test_bundled_names_exist():
+    assert callable(ncml.pretrained)  # the function, not shadowed by a submodule
+    assert set(BUNDLED) <= set(available())
+    with pytest.raises(ValueError, match="not a bundled pipeline"):
+        ncml.pretrained("nope")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_pipeline_likelihood_and_sampling(name):
+    pipe = ncml.NCMLPipeline.from_pretrained(ncml.pretrained(name))
+    pipe.set_progress_bar_config(disable=True)
+    images, _ = load_dataset("mnist5k", "test")
+    bpd = bits_per_dim(pipe.backbone, images[:64], t=0.0, progress=False)
+    assert bpd.mean < 2.0, bpd.mean
+    out = pipe(batch_size=2, t_start=0.01, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+               output_type="np")
+    assert out.images.shape == (2, 28, 28, 1) and out.images.dtype == np.uint8
