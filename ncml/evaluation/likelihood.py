@@ -58,6 +58,17 @@ def check_images(images, name: str = "images", *, num_bits: int = 8, image_shape
     return images.cpu()
 
 
+def check_times(ts) -> tuple[float, ...]:
+    """``ts`` as a non-empty tuple of finite floats ``>= 0`` (SDE times); raises ``ValueError`` naming ``ts``."""
+    ts = tuple(ts)
+    if not ts:
+        raise ValueError("ts is empty")
+    for t in ts:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise ValueError(f"ts must hold finite floats >= 0, got {t!r}")
+    return ts
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

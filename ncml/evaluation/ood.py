@@ -8,13 +8,12 @@ area under the trapezoidal ROC curve, which is what ``sklearn.metrics.roc_auc_sc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .likelihood import bits_per_dim, check_images
+from .likelihood import bits_per_dim, check_images, check_times
 from .reporting import format_table
 
 __all__ = ["auroc", "ood_auroc", "OODResult", "STATISTICS"]
@@ -117,12 +116,7 @@ def ood_auroc(model, in_images, out_images, statistic: str | Callable[[np.ndarra
         name, fn = getattr(statistic, "__name__", "custom"), statistic
     else:
         raise TypeError(f"statistic must be a str or a callable, got {type(statistic).__name__}")
-    ts = tuple(ts)
-    if not ts:
-        raise ValueError("ts is empty")
-    for t in ts:
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"ts must hold finite floats >= 0, got {t!r}")
+    ts = check_times(ts)
     cfg = model.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     in_images = check_images(in_images, "in_images", num_bits=cfg.num_bits, image_shape=shape)

@@ -13,14 +13,13 @@ so the π = 1/2 likelihood only measures how well the top k−1 bits are modelle
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..utils import Generator, check_generator, rand
-from .likelihood import bits_per_dim, check_images
+from .likelihood import bits_per_dim, check_images, check_times
 from .reporting import format_table
 
 __all__ = ["lsb_flip", "noise_robustness", "RobustnessResult", "default_times"]
@@ -106,12 +105,7 @@ def noise_robustness(model, images, pis=(0.0, 0.5, 1.0), ts=(0.0,), *, class_lab
     if not pis:
         raise ValueError("pis is empty")
     pis = (0.0, *(p for p in dict.fromkeys(pis) if p != 0.0))  # p_data first, duplicates dropped
-    ts = tuple(ts)
-    if not ts:
-        raise ValueError("ts is empty")
-    for t in ts:
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"ts must hold finite floats >= 0, got {t!r}")
+    ts = check_times(ts)
     bits = model.config.num_bits
     images = check_images(images, "images", num_bits=bits)
     flipped = [lsb_flip(images, p, bits=bits, generator=generator) for p in pis]

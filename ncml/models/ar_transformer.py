@@ -29,7 +29,6 @@ forward pass per pixel. Both consume the generator identically and give the same
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, BackboneOutput
+from .autoregressive import ARBackbone, BackboneOutput, check_backbone_config, check_int_field
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -59,35 +58,12 @@ class ARTransformerConfig:
     embedding_dim: int = 128  # width of the (t, class) conditioning vector
 
     def __post_init__(self):
-        def check_int(name, lo, hi=None):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"ARTransformerConfig.{name} must be an int, got {v!r}")
-            if v < lo or (hi is not None and v > hi):
-                raise ValueError(f"ARTransformerConfig.{name} must be in [{lo}, {hi if hi is not None else '∞'}], "
-                                 f"got {v}")
-
-        for name, lo, hi in (("sample_size", 1, None), ("num_bits", 1, 16), ("num_layers", 1, None),
-                             ("hidden_size", 1, None), ("num_heads", 1, None), ("mlp_ratio", 1, None),
-                             ("nr_logistic_mix", 1, None), ("embedding_dim", 2, None)):
-            check_int(name, lo, hi)
-        if isinstance(self.in_channels, bool) or self.in_channels not in (1, 3):
-            raise ValueError(f"ARTransformerConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
+        check_backbone_config(self)
+        for name in ("num_layers", "hidden_size", "num_heads", "mlp_ratio"):
+            check_int_field(self, name, 1)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"ARTransformerConfig.num_heads ({self.num_heads}) must divide "
                              f"hidden_size ({self.hidden_size})")
-        if self.embedding_dim % 2:
-            raise ValueError(f"ARTransformerConfig.embedding_dim must be even, got {self.embedding_dim}")
-        for name in ("dropout", "fourier_scale"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"ARTransformerConfig.{name} must be a finite float, got {v!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"ARTransformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.fourier_scale <= 0:
-            raise ValueError(f"ARTransformerConfig.fourier_scale must be > 0, got {self.fourier_scale}")
-        if self.num_classes is not None:
-            check_int("num_classes", 1)
 
 
 # ---- building blocks ------------------------------------------------------------------------------

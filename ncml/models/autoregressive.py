@@ -26,6 +26,38 @@ class BackboneOutput:
     params: torch.Tensor  # raw likelihood parameters from the network (layout is the backbone's own)
 
 
+def check_int_field(config, name: str, lo: int, hi: int | None = None) -> None:
+    """Raise unless ``config.<name>`` is an int in ``[lo, hi]``; the error names the config class and field."""
+    v, where = getattr(config, name), f"{type(config).__name__}.{name}"
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{where} must be an int, got {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{where} must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
+
+
+def check_backbone_config(config) -> None:
+    """Validate the fields every backbone config shares: sample_size, in_channels, num_bits, nr_logistic_mix,
+    embedding_dim (even), dropout in [0, 1), fourier_scale > 0, num_classes (None or >= 1)."""
+    name = type(config).__name__
+    for field, lo, hi in (("sample_size", 1, None), ("num_bits", 1, 16), ("nr_logistic_mix", 1, None),
+                          ("embedding_dim", 2, None)):
+        check_int_field(config, field, lo, hi)
+    if isinstance(config.in_channels, bool) or config.in_channels not in (1, 3):
+        raise ValueError(f"{name}.in_channels must be 1 or 3, got {config.in_channels!r}")
+    if config.embedding_dim % 2:
+        raise ValueError(f"{name}.embedding_dim must be even, got {config.embedding_dim}")
+    for field in ("dropout", "fourier_scale"):
+        v = getattr(config, field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TypeError(f"{name}.{field} must be a finite float, got {v!r}")
+    if not 0 <= config.dropout < 1:
+        raise ValueError(f"{name}.dropout must be in [0, 1), got {config.dropout}")
+    if config.fourier_scale <= 0:
+        raise ValueError(f"{name}.fourier_scale must be > 0, got {config.fourier_scale}")
+    if config.num_classes is not None:
+        check_int_field(config, "num_classes", 1)
+
+
 class ARBackbone(ModelMixin):
     """Base class of autoregressive backbones.
 

@@ -35,7 +35,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, BackboneOutput
+from .autoregressive import ARBackbone, BackboneOutput, check_backbone_config, check_int_field
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -55,34 +55,13 @@ class NCPNConfig:
     embedding_dim: int = 512  # width of the (t, class) embedding
 
     def __post_init__(self):
-        def check_int(name, lo, hi=None):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"NCPNConfig.{name} must be an int, got {v!r}")
-            if v < lo or (hi is not None and v > hi):
-                raise ValueError(f"NCPNConfig.{name} must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
-
-        for name, lo, hi in (("sample_size", 1, None), ("num_bits", 1, 16), ("nr_resnet", 1, None),
-                             ("nr_filters", 1, None), ("nr_logistic_mix", 1, None), ("attention_heads", 0, None),
-                             ("embedding_dim", 2, None)):
-            check_int(name, lo, hi)
-        if isinstance(self.in_channels, bool) or self.in_channels not in (1, 3):
-            raise ValueError(f"NCPNConfig.in_channels must be 1 or 3, got {self.in_channels!r}")
+        check_backbone_config(self)
+        for name in ("nr_resnet", "nr_filters"):
+            check_int_field(self, name, 1)
+        check_int_field(self, "attention_heads", 0)
         if self.attention_heads and self.nr_filters % self.attention_heads:
             raise ValueError(f"NCPNConfig.attention_heads ({self.attention_heads}) must divide "
                              f"nr_filters ({self.nr_filters})")
-        if self.embedding_dim % 2:
-            raise ValueError(f"NCPNConfig.embedding_dim must be even, got {self.embedding_dim}")
-        for name in ("dropout", "fourier_scale"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"NCPNConfig.{name} must be a finite float, got {v!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"NCPNConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.fourier_scale <= 0:
-            raise ValueError(f"NCPNConfig.fourier_scale must be > 0, got {self.fourier_scale}")
-        if self.num_classes is not None:
-            check_int("num_classes", 1)
 
 
 # ---- shifted convolutions (PixelCNN++) ------------------------------------------------------------
