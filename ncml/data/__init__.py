@@ -20,10 +20,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_dataset", "ImageFolder", "to_model_space", "to_uint8", "DATASETS"]
+__all__ = ["load_dataset", "ImageFolder", "to_model_space", "to_uint8", "check_uint8_images", "DATASETS"]
 
 DATASETS = ("mnist5k", "digits")
 _SPLIT_SEED = 0
+
+
+def check_uint8_images(images, name: str = "images", *, num_bits: int = 8) -> torch.Tensor:
+    """Validate uint8 images ``(N, H, W, C)`` (numpy or torch) whose values fit in ``num_bits`` bits; return a tensor."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a uint8 numpy array or tensor (N, H, W, C), got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"{name} must have dtype uint8 (N, H, W, C), got {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, H, W, C), got {tuple(images.shape)}")
+    if num_bits < 8 and images.numel() and int(images.max()) >= 2**num_bits:
+        raise ValueError(f"{name} hold values up to {int(images.max())}; num_bits={num_bits} allows at most "
+                         f"{2**num_bits - 1}")
+    return images
 
 
 def to_model_space(images: np.ndarray | torch.Tensor, *, num_bits: int = 8) -> torch.Tensor:
@@ -31,17 +47,8 @@ def to_model_space(images: np.ndarray | torch.Tensor, *, num_bits: int = 8) -> t
 
     With ``num_bits < 8`` the values must already be levels ``0 … 2^bits − 1``.
     """
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a uint8 numpy array or tensor, got {type(images).__name__}")
-    if images.dtype != torch.uint8:
-        raise TypeError(f"images must have dtype uint8, got {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, H, W, C), got {tuple(images.shape)}")
+    images = check_uint8_images(images, num_bits=num_bits)
     levels = 2**num_bits - 1
-    if num_bits < 8 and int(images.max()) > levels:
-        raise ValueError(f"images hold values up to {int(images.max())}, more than num_bits={num_bits} allows")
     return images.permute(0, 3, 1, 2).float().mul(2.0 / levels).sub(1.0).contiguous()
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import to_model_space
+from ..data import check_uint8_images, to_model_space
 from ..utils import Generator, check_generator, randn
 
 __all__ = ["BitsPerDim", "bits_per_dim", "check_images"]
@@ -37,14 +37,7 @@ def check_images(images, name: str = "images", *, num_bits: int = 8, image_shape
 
     ``image_shape`` is a backbone's ``(C, H, W)``; values must fit in ``num_bits`` bits.
     """
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a uint8 numpy array or tensor (N, H, W, C), got {type(images).__name__}")
-    if images.dtype != torch.uint8:
-        raise TypeError(f"{name} must have dtype uint8 (N, H, W, C), got {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, H, W, C), got {tuple(images.shape)}")
+    images = check_uint8_images(images, name, num_bits=num_bits)
     if images.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(images.shape)}); at least one image is needed")
     if image_shape is not None:
@@ -52,9 +45,6 @@ def check_images(images, name: str = "images", *, num_bits: int = 8, image_shape
         if tuple(images.shape[1:]) != (h, w, c):
             raise ValueError(f"{name} must have shape (N, {h}, {w}, {c}) to match the model, "
                              f"got {tuple(images.shape)}")
-    if num_bits < 8 and int(images.max()) >= 2**num_bits:
-        raise ValueError(f"{name} hold values up to {int(images.max())}; num_bits={num_bits} allows at most "
-                         f"{2**num_bits - 1}")
     return images.cpu()
 
 

@@ -156,10 +156,7 @@ class ARTransformerModel(ARBackbone):
     config_class = ARTransformerConfig
 
     def __init__(self, config: ARTransformerConfig):
-        super().__init__()
-        if not isinstance(config, ARTransformerConfig):
-            raise TypeError(f"config must be an ARTransformerConfig, got {type(config).__name__}")
-        self.config = config
+        super().__init__(config)
         d, length = config.hidden_size, config.sample_size**2
         self.embedding = ConditioningEmbedding(config.embedding_dim, num_fourier_features=config.embedding_dim,
                                                fourier_scale=config.fourier_scale, num_classes=config.num_classes)

@@ -65,6 +65,12 @@ class ARBackbone(ModelMixin):
     ``in_channels``, ``num_bits`` and ``num_classes`` (``None`` = unconditional).
     """
 
+    def __init__(self, config):
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"config must be an {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
         raise NotImplementedError
 

@@ -217,10 +217,7 @@ class NCPNModel(ARBackbone):
     config_class = NCPNConfig
 
     def __init__(self, config: NCPNConfig):
-        super().__init__()
-        if not isinstance(config, NCPNConfig):
-            raise TypeError(f"config must be an NCPNConfig, got {type(config).__name__}")
-        self.config = config
+        super().__init__(config)
         nf, nr = config.nr_filters, config.nr_resnet
         cin = config.in_channels + 1  # + a channel of ones, so zero padding differs from data
         self.embedding = ConditioningEmbedding(config.embedding_dim, num_fourier_features=config.embedding_dim,

@@ -31,8 +31,7 @@ class UniformBackbone(ARBackbone):
     config_class: ClassVar[type] = ToyBackboneConfig
 
     def __init__(self, config: ToyBackboneConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
 
     def forward(self, x, t, class_labels=None):
         self.check_inputs(x, t, class_labels)
@@ -44,8 +43,7 @@ class TableARBackbone(ARBackbone):
     config_class: ClassVar[type] = ToyBackboneConfig
 
     def __init__(self, config: ToyBackboneConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         d, levels = config.in_channels * config.sample_size**2, 2**config.num_bits
         g = torch.Generator().manual_seed(config.seed)
         self.base = torch.nn.Parameter(torch.randn(d, levels, generator=g) * 1.5)

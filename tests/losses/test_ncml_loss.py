@@ -76,8 +76,7 @@ class RecordingBackbone(ARBackbone):
     config_class = TinyARConfig
 
     def __init__(self, config):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.inner = TinyARModel(config)
         self.calls = []
 

@@ -39,8 +39,7 @@ class TinyARModel(ARBackbone):
     config_class = TinyARConfig
 
     def __init__(self, config: TinyARConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         d = config.in_channels * config.sample_size**2
         self.register_buffer("mask", torch.tril(torch.ones(d, d), diagonal=-1), persistent=False)
         self.weight = nn.Parameter(0.05 * torch.randn(d, d))

@@ -38,8 +38,7 @@ class GaussianBackbone(ARBackbone):
     config_class: ClassVar[type] = GaussianBackboneConfig
 
     def __init__(self, config: GaussianBackboneConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         library = config.scheduler.get("_library", "ncml")  # a user-defined SDE names its own package
         scheduler_class = resolve_class(library, config.scheduler["_class_name"], SDEScheduler, argname="scheduler")
         self.sde = scheduler_class.from_config(config.scheduler)
