@@ -3,11 +3,12 @@
     ncml sample      --num-images 16 --t-start 0.05 --steps 100 --seed 0 --out samples.png
     ncml evaluate    --dataset mnist5k --num-images 200                  # bits/dim against t (clean, noised)
     ncml sanity-test --dataset mnist5k --num-images 200                  # LSB flips: NLL and Δlog p (Fig. 4)
-    ncml ood         --dataset mnist5k --ood-dataset digits --resize     # AUROC and histograms
+    ncml ood         --dataset mnist5k --ood-dataset fashion-mnist       # AUROC and histograms
 
 Every command takes ``--pipeline PATH_OR_REPO_ID`` (a pipeline folder or a Hub repo id; default: the bundled
-model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits`` or a folder of
-PNG/JPEG images; nothing is downloaded except a Hub repo named with ``--pipeline``.
+model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits``, the
+out-of-distribution sets of ``ncml.data.OOD_DATASETS`` (``--ood-dataset``), ``noise``, or a folder of PNG/JPEG
+images; nothing is downloaded except a Hub repo named with ``--pipeline``.
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ def load_pipeline(spec: str | None, device: str):
 
 def load_images(spec: str, *, split: str, num_images: int | None, seed: int, backbone, resize: bool,
                 argname: str = "--dataset") -> tuple[np.ndarray, np.ndarray]:
-    """uint8 ``(N, H, W, C)`` images and int64 labels from a bundled dataset, a folder, or ``"noise"``.
+    """uint8 ``(N, H, W, C)`` images and int64 labels from a bundled dataset, an OOD set, a folder, or ``"noise"``.
 
     A seeded random subset of ``num_images`` (the bundled splits are ordered by class). With ``resize`` images
     of another size are resized (PIL bilinear) and grey images repeated to 3 channels to fit the backbone.
+    The out-of-distribution sets (``ncml.data.OOD_DATASETS``) always come at the backbone's size.
     """
-    from ncml.data import DATASETS, ImageFolder, load_dataset
+    from ncml.data import DATASETS, OOD_DATASETS, ImageFolder, load_dataset, load_ood_dataset, resize_images
 
     c, s = backbone.config.in_channels, backbone.config.sample_size
     rng = np.random.default_rng(seed)
@@ -70,13 +72,21 @@ def load_images(spec: str, *, split: str, num_images: int | None, seed: int, bac
         n = num_images or 100
         images = rng.integers(0, 2**backbone.config.num_bits, size=(n, s, s, c), dtype=np.uint8)
         return images, np.zeros(n, dtype=np.int64)
-    if spec in DATASETS:
+    if spec in OOD_DATASETS:
+        try:
+            images = load_ood_dataset(spec, size=s, channels=c, seed=seed,
+                                      num_images=num_images if spec == "photo-crops" else None)
+        except (ImportError, FileNotFoundError) as e:
+            raise CLIError(f"{argname} {spec}: {e}") from e
+        labels = np.zeros(len(images), dtype=np.int64)
+    elif spec in DATASETS:
         images, labels = load_dataset(spec, split)
     elif Path(spec).is_dir():
         folder = ImageFolder(spec)
         images, labels = folder.images, folder.labels
     else:
-        raise CLIError(f"{argname} must be one of {', '.join(DATASETS)}, 'noise' or an image folder; got {spec!r}")
+        raise CLIError(f"{argname} must be one of {', '.join(DATASETS + OOD_DATASETS)}, 'noise' or an image "
+                       f"folder; got {spec!r}")
     if num_images is not None and num_images < len(images):
         idx = np.sort(rng.choice(len(images), size=num_images, replace=False))
         images, labels = images[idx], labels[idx]
@@ -84,19 +94,10 @@ def load_images(spec: str, *, split: str, num_images: int | None, seed: int, bac
         if not resize:
             raise CLIError(f"{argname} {spec}: images are {images.shape[1:]} (H, W, C) but the model expects "
                            f"{(s, s, c)}; pass --resize to resize them")
-        images = _resize(images, s, c)
+        if images.shape[3] not in (1, c):
+            raise CLIError(f"{argname} {spec}: cannot turn {images.shape[3]}-channel images into {c}-channel ones")
+        images = resize_images(images, s, channels=c)
     return images, labels
-
-
-def _resize(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    from PIL import Image
-
-    if images.shape[3] not in (1, channels):
-        raise CLIError(f"cannot turn {images.shape[3]}-channel images into {channels}-channel ones")
-    out = np.stack([np.asarray(Image.fromarray(im[..., 0] if im.shape[2] == 1 else im)
-                               .resize((size, size), Image.BILINEAR)) for im in images])
-    out = out[..., None] if out.ndim == 3 else out
-    return np.repeat(out, channels, axis=3) if out.shape[3] != channels else out
 
 
 def _labels_for(backbone, labels: np.ndarray):
@@ -309,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ood", help="out-of-distribution detection: AUROC of NLL statistics, histograms")
     common(p, out="ood.png")
     data(p, num_images=200)
-    p.add_argument("--ood-dataset", required=True, help="mnist5k | digits | an image folder | noise")
+    p.add_argument("--ood-dataset", required=True,
+                   help="mnist5k | digits | fashion-mnist | cifar10 | lfw-faces | photo-crops | noise | an image folder")
     p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help="times t (default: 0)")
     p.add_argument("--statistic", default="nll_mean", choices=("nll", "nll_mean"),
                    help="nll: NLL at the first t; nll_mean: NLL averaged over --ts (default)")

@@ -79,8 +79,16 @@ def test_ood_with_an_image_folder(tiny_pipeline, tmp_path, capsys):
 def test_bad_times_and_datasets(tiny_pipeline, capsys):
     code, _, err = run(["evaluate", "--pipeline", tiny_pipeline, "--dataset", "digits", "--ts", "5.0"], capsys)
     assert code == 2 and "t_max" in err
-    code, _, err = run(["evaluate", "--pipeline", tiny_pipeline, "--dataset", "cifar10"], capsys)
-    assert code == 2 and "--dataset" in err
+    code, _, err = run(["evaluate", "--pipeline", tiny_pipeline, "--dataset", "svhn"], capsys)
+    assert code == 2 and "--dataset" in err and "fashion-mnist" in err
+
+
+def test_ood_against_a_packaged_ood_set(tiny_pipeline, tmp_path, capsys):
+    out = tmp_path / "ood.png"
+    code, text, err = run(["ood", "--pipeline", tiny_pipeline, "--dataset", "digits", "--ood-dataset",
+                           "fashion-mnist", "--num-images", "6", "--ts", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "out = fashion-mnist (6)" in text and out.read_bytes()[:8] == PNG
 
 
 def test_missing_default_pipeline_says_to_pass_one(monkeypatch, capsys):

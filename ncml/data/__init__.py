@@ -10,6 +10,9 @@ Bundled datasets (fixed, documented splits; a seeded, class-stratified permutati
   4,500 train / 500 test (450 / 50 per class).
 - ``"digits"``: scikit-learn's 1,797 8×8 digits. Their 17 levels 0…16 are stored as 8-bit values
   ``round(v·255/16)`` so every dataset is ``num_bits=8``; 1,497 train / 300 test (30 per class).
+
+Out-of-distribution sets (Fashion-MNIST and CIFAR-10 images from foolbox, scikit-image's faces and photo
+crops) are in :mod:`ncml.data.ood`: ``load_ood_dataset(name, size=28, channels=1)``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_dataset", "ImageFolder", "to_model_space", "to_uint8", "check_uint8_images", "DATASETS"]
+__all__ = ["load_dataset", "ImageFolder", "to_model_space", "to_uint8", "check_uint8_images", "DATASETS",
+           "OOD_DATASETS", "load_ood_dataset", "resize_images"]
 
 DATASETS = ("mnist5k", "digits")
 _SPLIT_SEED = 0
@@ -158,3 +162,6 @@ class ImageFolder:
 
     def __getitem__(self, i):
         return self.images[i], self.labels[i]
+
+
+from ncml.data.ood import OOD_DATASETS, load_ood_dataset, resize_images  # noqa: E402  (uses the above)
