@@ -89,16 +89,30 @@ def _time_axis(ax, ts: np.ndarray, values: np.ndarray, label: str, **style) -> N
     ax.set_xlabel("t (SDE time)")
 
 
-def plot_robustness(result, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Fig. 4: Δlog p (bits/dim) against ``t``, one panel per π > 0 (0.5 and 1 in the paper); writes a PNG."""
+def plot_robustness(result, path: str | os.PathLike, *, title: str | None = None,
+                    baselines: dict | None = None) -> Path:
+    """Fig. 4: Δlog p (bits/dim) against ``t``, one panel per π > 0 (0.5 and 1 in the paper); writes a PNG.
+
+    ``baselines`` maps a label to another model's :class:`RobustnessResult`; its Δlog p at ``t = 0`` is drawn
+    as a dashed grey line (the paper's "next lowest Δlog p" line), so it must hold ``t = 0`` and the π.
+    """
     pis = [p for p in result.pis if p > 0]
     if not pis:
         raise ValueError("result has no π > 0 to plot")
+    baselines = dict(baselines or {})
+    for label, other in baselines.items():
+        if 0.0 not in other.ts or any(p not in other.pis for p in pis):
+            raise ValueError(f"baselines[{label!r}] must hold t = 0 and π in {pis}; it has ts={other.ts}, "
+                             f"pis={other.pis}")
     fig, axes = _figure(len(pis))
     ts = np.asarray(result.ts)
     for ax, p in zip(axes, pis):
         j = result.pis.index(p)
         _time_axis(ax, ts, result.delta[:, j], "Δlog p")
+        for k, (label, other) in enumerate(baselines.items()):
+            value = other.delta[other.ts.index(0.0), other.pis.index(p)]
+            ax.axhline(value, linestyle=("--", "-.", (0, (5, 1, 1, 1)))[k % 3], color="grey",
+                       label=f"{label} at t = 0")
         if (result.delta[:, j] > 0).all():  # t = 0 and t > 0 differ by orders of magnitude (Fig. 4)
             ax.set_yscale("log")
         ax.set_ylabel("Δlog p (bits/dim)")

@@ -103,6 +103,12 @@ def test_uniform_model_is_perfectly_robust(tmp_path):
     np.testing.assert_allclose(res.delta, 0.0, atol=1e-9)
     path = plot_robustness(res, tmp_path / "fig" / "robustness.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    baseline = noise_robustness(UniformBackbone(cfg), images_8bit(5)[:, :4, :4], progress=False)  # t = 0 only
+    path = plot_robustness(res, tmp_path / "with_baseline.png", baselines={"MLE": baseline})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    without_t0 = noise_robustness(UniformBackbone(cfg), images_8bit(5)[:, :4, :4], ts=(0.05,), progress=False)
+    with pytest.raises(ValueError, match="baselines\\['MLE'\\] must hold t = 0"):
+        plot_robustness(res, tmp_path / "x.png", baselines={"MLE": without_t0})
 
 
 def test_default_times():
