@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--pipeline", default="ncpn-mnist5k-vp", help="a bundled name, a folder or a Hub repo id")
     p.add_argument("--out", default="samples.png", help="sample grid PNG")
     p.add_argument("--num-images", type=int, default=16)
-    # the best of the settings measured in docs/RESULTS.md (lowest Fréchet distance)
+    # the two-part setting with the lowest Fréchet distance in docs/RESULTS.md
     p.add_argument("--t-start", type=float, default=0.01, help="noise level of the autoregressive draw")
     p.add_argument("--steps", type=int, default=20, help="refinement steps (predictor + corrector each)")
     p.add_argument("--snr", type=float, default=0.16, help="corrector signal-to-noise ratio")

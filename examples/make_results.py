@@ -1,6 +1,6 @@
 """Regenerate ``docs/RESULTS.md``: NCML against its MLE baseline on MNIST-5k, with the two bundled models.
 
-    make results                      # = python examples/make_results.py (about 30 min on 2 CPU cores)
+    make results                      # = python examples/make_results.py (about 15 min on 2 CPU cores)
     python examples/make_results.py --quick --out /tmp/results/RESULTS.md   # a 2-minute smoke run
 
 Everything on the page is computed here from the bundled pipelines ``ncpn-mnist5k-vp`` (NCML, VP SDE) and
