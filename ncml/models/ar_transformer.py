@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, BackboneOutput, check_backbone_config, check_int_field
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -201,22 +201,6 @@ class ARTransformerModel(ARBackbone):
         sequence = x.flatten(2).transpose(1, 2)  # (B, L, C) in raster order
         params = self.run_layers(self.tokens(sequence), modulations)  # (B, L, P)
         return params.transpose(1, 2).reshape(b, -1, height, width)
-
-    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
-        """Teacher-forced log-likelihood per dimension.
-
-        Args:
-            x: ``(B, C, H, W)`` float; on the ``2^num_bits`` grid of ``[-1, 1]`` where ``t == 0``, any real value
-                (``x_t``) where ``t > 0``.
-            t: SDE time, float or ``(B,)``.
-            class_labels: ``(B,)`` int64 in ``[0, num_classes)``, required iff the model is class-conditional.
-
-        Returns:
-            ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))``: per-channel conditional log masses
-            (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
-        """
-        t, class_labels = self.check_inputs(x, t, class_labels)
-        return self.likelihood(self.network(x, self.conditioning(t, class_labels, x.dtype)), x, t)
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -61,7 +61,8 @@ def check_backbone_config(config) -> None:
 class ARBackbone(ModelMixin):
     """Base class of autoregressive backbones.
 
-    Subclasses implement ``forward`` and ``sample``; their config has at least ``sample_size``,
+    Subclasses implement ``conditioning`` and ``network`` (which the shared ``forward`` composes with the
+    likelihood head), or override ``forward`` itself, and ``sample``; their config has at least ``sample_size``,
     ``in_channels``, ``num_bits`` and ``num_classes`` (``None`` = unconditional).
     """
 
@@ -72,6 +73,27 @@ class ARBackbone(ModelMixin):
         self.config = config
 
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
+        """Teacher-forced log-likelihood per dimension.
+
+        Args:
+            x: ``(B, C, H, W)`` float; on the ``2^num_bits`` grid of ``[-1, 1]`` where ``t == 0``, any real value
+                (``x_t``) where ``t > 0``.
+            t: SDE time, float or ``(B,)``.
+            class_labels: ``(B,)`` int64 in ``[0, num_classes)``, required iff the model is class-conditional.
+
+        Returns:
+            ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))``: per-channel conditional log masses
+            (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
+        """
+        t, class_labels = self.check_inputs(x, t, class_labels)
+        return self.likelihood(self.network(x, self.conditioning(t, class_labels, x.dtype)), x, t)
+
+    def conditioning(self, t: torch.Tensor, class_labels: torch.Tensor | None, dtype: torch.dtype):
+        """What ``network`` is conditioned on, computed once per call from checked ``(t, class_labels)``."""
+        raise NotImplementedError
+
+    def network(self, x: torch.Tensor, conditioning) -> torch.Tensor:
+        """Mixture parameters ``(B, P, H, W)``: those of pixel ``(i, j)`` depend only on pixels before it."""
         raise NotImplementedError
 
     def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,

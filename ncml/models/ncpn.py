@@ -35,7 +35,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, BackboneOutput, check_backbone_config, check_int_field
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -256,6 +256,10 @@ class NCPNModel(ARBackbone):
         self.head = NetworkInNetwork(nf, num_params(config.in_channels, config.nr_logistic_mix))
 
     # ---- network ------------------------------------------------------------------------------
+    def conditioning(self, t: torch.Tensor, class_labels: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """``silu(embedding(t, class))`` ``(B, E)``, projected into every gated resnet."""
+        return F.silu(self.embedding(t, class_labels)).to(dtype)
+
     def network(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Mixture parameters ``(B, P, H, W)``: those at ``(i, j)`` depend only on pixels before ``(i, j)``."""
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
@@ -283,23 +287,6 @@ class NCPNModel(ARBackbone):
                 ul = self.upsize_ul[stage](ul)[:, :, :height, :width]
         assert not us and not uls
         return self.head(F.elu(ul))
-
-    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> BackboneOutput:
-        """Teacher-forced log-likelihood per dimension.
-
-        Args:
-            x: ``(B, C, H, W)`` float; on the ``2^num_bits`` grid of ``[-1, 1]`` where ``t == 0``, any real value
-                (``x_t``) where ``t > 0``.
-            t: SDE time, float or ``(B,)``.
-            class_labels: ``(B,)`` int64 in ``[0, num_classes)``, required iff the model is class-conditional.
-
-        Returns:
-            ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))``: per-channel conditional log masses
-            (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
-        """
-        t, class_labels = self.check_inputs(x, t, class_labels)
-        h = F.silu(self.embedding(t, class_labels)).to(x.dtype)
-        return self.likelihood(self.network(x, h), x, t)
 
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()

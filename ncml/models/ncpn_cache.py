@@ -62,7 +62,7 @@ def sample_cached(model: NCPNModel, x: torch.Tensor, t: torch.Tensor, class_labe
         ``x`` with every position drawn from the mixture of :meth:`NCPNCache.params_at` (same tensor).
     """
     clean = t == 0
-    h = F.silu(model.embedding(t, class_labels)).to(x.dtype)
+    h = model.conditioning(t, class_labels, x.dtype)
     cache = NCPNCache(model, x, h)
     _, _, height, width = x.shape
     # a position is skipped (no draw) only where every channel of every sample is known, as in the naive loop
@@ -381,7 +381,7 @@ class NCPNCache:
     Args:
         model: the backbone.
         x: ``(B, C, H, W)`` the canvas (copied).
-        h: ``(B, E)`` ``silu(embedding(t, class_labels))``, as in ``NCPNModel.forward``.
+        h: ``(B, E)`` ``model.conditioning(t, class_labels, dtype)`` = ``silu(embedding(t, class_labels))``.
     """
 
     @torch.no_grad()
