@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, check_backbone_config, check_int_field
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field, sampling
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -203,7 +203,7 @@ class ARTransformerModel(ARBackbone):
         return params.transpose(1, 2).reshape(b, -1, height, width)
 
     # ---- sampling -----------------------------------------------------------------------------
-    @torch.no_grad()
+    @sampling
     def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
                known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
                progress: bool = True) -> torch.Tensor:
@@ -221,7 +221,7 @@ class ARTransformerModel(ARBackbone):
                 loop, one full forward pass per pixel. Same generator → same samples (up to float rounding).
             progress: show a tqdm progress bar over pixels.
 
-        Call ``model.eval()`` first: in training mode dropout is active and draws from the global RNG.
+        Runs under ``torch.no_grad()`` with dropout off (the module's train/eval mode is restored afterwards).
         """
         x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
         batch_size, device, dtype = x.shape[0], x.device, x.dtype

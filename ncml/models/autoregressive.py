@@ -10,6 +10,7 @@ density of ``x_t`` reported as ``log pdf + log Δ`` (Δ the bin width), so both 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,23 @@ def check_backbone_config(config) -> None:
         raise ValueError(f"{name}.fourier_scale must be > 0, got {config.fourier_scale}")
     if config.num_classes is not None:
         check_int_field(config, "num_classes", 1)
+
+
+def sampling(sample_fn):
+    """Decorator for ``ARBackbone.sample``: runs under ``torch.no_grad()`` with dropout off (eval mode), so samples
+    depend on the generator only; the module's train/eval mode is restored afterwards."""
+
+    @functools.wraps(sample_fn)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return sample_fn(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return wrapper
 
 
 class ARBackbone(ModelMixin):

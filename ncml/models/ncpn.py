@@ -35,7 +35,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, check_backbone_config, check_int_field
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field, sampling
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -289,7 +289,7 @@ class NCPNModel(ARBackbone):
         return self.head(F.elu(ul))
 
     # ---- sampling -----------------------------------------------------------------------------
-    @torch.no_grad()
+    @sampling
     def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
                known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
                progress: bool = True) -> torch.Tensor:
@@ -317,16 +317,11 @@ class NCPNModel(ARBackbone):
             return sample_cached(self, x, t, class_labels, known_mask, generator=generator, progress=progress)
         _, height, width = self.image_shape
         positions = [(i, j) for i in range(height) for j in range(width)]
-        was_training = self.training
-        self.eval()  # dropout off, as in the cached sampler: samples depend on the generator only
-        try:
-            for i, j in tqdm(positions, desc="AR sampling", disable=not progress, leave=False):
-                if known_mask is not None and known_mask[:, :, i, j].all():
-                    continue
-                params = self(x, t, class_labels).params
-                x[:, :, i, j] = self._sample_position(params[:, :, i, j], clean, x[:, :, i, j], known_mask, (i, j),
-                                                      generator)
-        finally:
-            self.train(was_training)
+        for i, j in tqdm(positions, desc="AR sampling", disable=not progress, leave=False):
+            if known_mask is not None and known_mask[:, :, i, j].all():
+                continue
+            params = self(x, t, class_labels).params
+            x[:, :, i, j] = self._sample_position(params[:, :, i, j], clean, x[:, :, i, j], known_mask, (i, j),
+                                                  generator)
         return x
 

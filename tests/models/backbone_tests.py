@@ -245,6 +245,22 @@ class BackboneTests:
         else:
             assert not on_grid[~mask.bool()].all()
 
+    def test_dropout_active_only_in_training(self):
+        model = self.make_model(sample_size=4, in_channels=1, dropout=0.5)
+        x = self.grid_images(model, 2)
+        with torch.no_grad():
+            assert torch.equal(model.log_prob(x, 0.0), model.log_prob(x, 0.0))
+            model.train()
+            assert not torch.equal(model.log_prob(x, 0.0), model.log_prob(x, 0.0))
+        # sampling turns dropout off (samples depend on the generator only) and restores the mode
+        for use_cache in (False, True):
+            a = self.sample(model, 2, 0.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+            assert model.training
+            model.eval()
+            b = self.sample(model, 2, 0.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+            model.train()
+            assert torch.allclose(a, b, atol=1e-9)
+
     def test_sample_deterministic_and_batch_independent(self):
         model = self.make_model(sample_size=self.small_sample_size, in_channels=3, num_bits=8)
         t = torch.tensor([0.0, 0.02])

@@ -111,14 +111,6 @@ class TestARTransformer(BackboneTests):
         for a, b in [(0, 1), (1, 2), (2, 3)]:
             assert not torch.allclose(params[a], params[b])
 
-    def test_dropout_active_only_in_training(self):
-        model = self.make_model(sample_size=4, in_channels=1, dropout=0.5)
-        x = self.grid_images(model, 2)
-        with torch.no_grad():
-            assert torch.equal(model.log_prob(x, 0.0), model.log_prob(x, 0.0))
-            model.train()
-            assert not torch.equal(model.log_prob(x, 0.0), model.log_prob(x, 0.0))
-
     def test_config_validation_names_the_field(self):
         for field, value, error in [("sample_size", 0, ValueError), ("sample_size", 4.0, TypeError),
                                     ("in_channels", 2, ValueError), ("num_bits", 0, ValueError),

@@ -39,22 +39,6 @@ class TestNCPN(BackboneTests):
         assert (grad.permute(0, 2, 1)[not_before] == 0).all()
         assert (grad.permute(0, 2, 1)[~not_before] != 0).any(dim=-1).float().mean() > 0.5
 
-    def test_dropout_active_only_in_training(self):
-        model = self.make_model(sample_size=4, in_channels=1, dropout=0.5)
-        x = self.grid_images(model, 2)
-        with torch.no_grad():
-            assert torch.equal(model.log_prob(x, 0.0), model.log_prob(x, 0.0))
-            model.train()
-            assert not torch.equal(model.log_prob(x, 0.0), model.log_prob(x, 0.0))
-        # sampling turns dropout off (samples depend on the generator only) and restores the mode
-        for use_cache in (False, True):
-            a = self.sample(model, 2, 0.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
-            assert model.training
-            model.eval()
-            b = self.sample(model, 2, 0.0, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
-            model.train()
-            assert torch.allclose(a, b, atol=1e-9)
-
     def test_noise_embedding_separates_levels_of_every_sde(self):
         """Embeddings of t spread over a decade of each SDE's [0, T] (sub-VP T=0.025 … VE T=0.5) are far apart.
 
