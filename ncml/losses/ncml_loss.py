@@ -8,23 +8,33 @@ The noise-level distribution μ
 ------------------------------
 The paper takes μ uniform over its noise scales ``T``, ``t = 0`` included (section 4, "NCML as regularized
 maximum likelihood": the ``t = 0`` term is the MLE objective, the ``t > 0`` terms a regulariser with weights
-``λ_t = μ(t)/μ(0)``). With a continuum of times ``t = 0`` has measure zero, so here μ is a mixture::
+``λ_t = μ(t)/μ(0)``). With a continuum of times ``t = 0`` has measure zero, so here μ is a mixture: ``t = 0``
+with probability ``clean_fraction``, otherwise a draw from ``noise_distribution`` on ``(0, T]`` (``T`` is the
+scheduler's ``t_max``):
 
-    t = 0                       with probability clean_fraction
-    t ~ U(0, T]                 otherwise (num_noise_levels=None, continuous), or
-    t ~ U{T/K, 2T/K, …, T}      otherwise (num_noise_levels=K, a grid of K noise levels)
+==================  =====================================  ==============================================
+noise_distribution  continuous (num_noise_levels=None)     on a grid (num_noise_levels=K)
+==================  =====================================  ==============================================
+``"uniform"``       ``t ~ U(t_min, T]``                    ``t ~ U{T/K, 2T/K, …, T}`` (needs t_min = 0)
+``"log_uniform"``   ``log t ~ U[log t_min, log T]``        ``t ~ U{K log-spaced times from t_min to T}``
+==================  =====================================  ==============================================
 
-The default ``clean_fraction=0.5`` keeps the MLE term (the only one evaluated at test time, and the one
-that must match a vanilla PixelCNN++) at half of every batch, as in the calibration runs recorded in
-REFERENCES.md ("NCML with t = 0 for half of each batch"); the ``t > 0`` terms cost ~5× more bits/dim than
-the clean ones, so a small clean fraction would let them dominate the gradient. The paper's literal
-"uniform over ``{0} ∪ grid``" is ``num_noise_levels=K, clean_fraction=1/(K+1)``.
+Trade-offs. Uniform spends its examples where ``t`` is large: with ``T = 0.1`` only 10 % of the noisy
+examples have ``t ≤ 0.01`` and 1 % have ``t < 10⁻³``, although two-part sampling starts its AR draw at
+``t_start ≈ 0.01`` or below and the refinement scores every time down to ``t → 0``. Log-uniform spends the
+same share on every decade of ``t`` (with ``t_min = 10⁻⁴, T = 0.1``: a third of the noisy examples per decade),
+so the small-``t`` conditionals that sampling uses get ~10–100× more examples, at the cost of fewer at large
+``t`` (which only the sanity test and OOD scores at large ``t`` use). A smaller ``T`` (the scheduler's
+``t_max``) moves the whole budget to where sampling happens, but the model is then undefined above it.
+``t_min`` must be > 0 for log-uniform: once ``s(t)`` is far below the bin width the continuous density of
+``x_t`` is nearly singular, and ``t ≥ t_min`` keeps the sampled noise above that scale.
+
+The default (``clean_fraction=0.5``, uniform, ``t_min = 0``) keeps the MLE term (the only one evaluated at
+test time, and the one that must match a vanilla PixelCNN++) at half of every batch; the ``t > 0`` terms cost
+~5× more bits/dim than the clean ones, so a small clean fraction would let them dominate the gradient. The
+paper's literal "uniform over ``{0} ∪ grid``" is ``num_noise_levels=K, clean_fraction=1/(K+1)``.
 ``clean_fraction=1`` is exactly maximum likelihood (the discretized PixelCNN++ NLL); ``clean_fraction=0``
 trains only on noisy data.
-
-``t_min`` (default 0) bounds the continuous branch to ``U(t_min, T]``: once ``s(t)`` is far below the bin
-width the continuous density of ``x_t`` is nearly singular (REFERENCES.md, numerical pitfalls), and a
-user may prefer to keep the sampled noise above that scale.
 """
 
 from __future__ import annotations
@@ -41,24 +51,33 @@ from ..utils import Generator, check_generator, expand_as, rand, randn
 __all__ = ["NCMLLossConfig", "NCMLLoss", "NCMLLossOutput"]
 
 
+NOISE_DISTRIBUTIONS = ("uniform", "log_uniform")
+
+
 @dataclass(frozen=True)
 class NCMLLossConfig:
     clean_fraction: float = 0.5  # μ({0}): probability that an example is scored clean (t = 0, plain MLE)
-    num_noise_levels: int | None = None  # None: t ~ U(t_min, T]; K: t uniform on the grid {T/K, …, T}
-    t_min: float = 0.0  # lower end of the continuous branch (exclusive); 0 ≤ t_min < T
+    noise_distribution: str = "uniform"  # law of the noisy times: "uniform" or "log_uniform" on (t_min, T]
+    num_noise_levels: int | None = None  # None: continuous; K: the distribution's K-point grid (module docstring)
+    t_min: float = 0.0  # lower end of the noisy times (exclusive for uniform); > 0 for log_uniform
 
     def __post_init__(self):
         cf = self.clean_fraction
         if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not 0.0 <= cf <= 1.0:
             raise ValueError(f"clean_fraction must be a number in [0, 1], got {cf!r}")
+        if self.noise_distribution not in NOISE_DISTRIBUTIONS:
+            raise ValueError(f"noise_distribution must be one of {NOISE_DISTRIBUTIONS}, got {self.noise_distribution!r}")
         k = self.num_noise_levels
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"num_noise_levels must be None (continuous) or an int >= 1, got {k!r}")
         tm = self.t_min
         if isinstance(tm, bool) or not isinstance(tm, (int, float)) or not math.isfinite(tm) or tm < 0:
             raise ValueError(f"t_min must be a finite number >= 0, got {tm!r}")
-        if k is not None and tm != 0:
-            raise ValueError(f"t_min applies to the continuous branch only; got t_min={tm} with num_noise_levels={k}")
+        if self.noise_distribution == "uniform" and k is not None and tm != 0:
+            raise ValueError(f"t_min: the uniform grid is {{T/K, …, T}}; got t_min={tm} with num_noise_levels={k}")
+        if self.noise_distribution == "log_uniform" and not tm > 0:
+            raise ValueError(f"t_min must be > 0 for noise_distribution='log_uniform' (log t_min is its lower end), "
+                             f"got {tm!r}")
 
 
 @dataclass(frozen=True)
@@ -92,13 +111,20 @@ class NCMLLoss:
             raise ValueError(f"t_min={cfg.t_min} must be smaller than the scheduler's t_max={t_max}")
         u = rand((batch_size, 2), generator=generator, device=device, dtype=torch.float64)  # (B, 2)
         clean = u[:, 0] < cfg.clean_fraction  # clean_fraction=1 → always (u < 1); 0 → never
-        if cfg.num_noise_levels is None:
-            noisy = t_max - (t_max - cfg.t_min) * u[:, 1]  # U(t_min, T]: u ∈ [0, 1) maps to (t_min, T]
-        else:
-            k = cfg.num_noise_levels
-            level = torch.clamp(torch.floor(u[:, 1] * k), max=k - 1) + 1  # uniform on {1, …, K}
-            noisy = level * (t_max / k)
+        noisy = self.noise_quantile(u[:, 1], t_max)
         return torch.where(clean, torch.zeros_like(noisy), noisy.clamp(max=t_max))
+
+    def noise_quantile(self, u: torch.Tensor, t_max: float) -> torch.Tensor:
+        """The noisy branch's times at uniform ``u ∈ [0, 1)`` (its inverse CDF; ``u → 1⁻`` gives ``T``)."""
+        cfg, k = self.config, self.config.num_noise_levels
+        if k is not None:  # grid point ``level``, uniform on {0, …, K − 1}
+            level = torch.clamp(torch.floor(u * k), max=k - 1)
+            if cfg.noise_distribution == "log_uniform":  # K log-spaced times t_min … T (K = 1: {T})
+                return cfg.t_min * (t_max / cfg.t_min) ** (level / (k - 1) if k > 1 else torch.ones_like(u))
+            return (level + 1) * (t_max / k)  # {T/K, …, T}
+        if cfg.noise_distribution == "log_uniform":  # log t ~ U[log t_min, log T]; 1 − u ∈ (0, 1] reaches T
+            return cfg.t_min * (t_max / cfg.t_min) ** (1 - u)
+        return t_max - (t_max - cfg.t_min) * u  # U(t_min, T]: u ∈ [0, 1) maps to (t_min, T]
 
     def __call__(self, model: ARBackbone, scheduler: SDEScheduler, x0: torch.Tensor,
                  class_labels: torch.Tensor | None = None, *, generator: Generator = None) -> NCMLLossOutput:

@@ -160,6 +160,39 @@ def test_sampled_t_follow_mu_on_a_grid(k):
     assert stats.chisquare(counts).pvalue > 1e-3  # the paper's μ: uniform over {0} ∪ grid
 
 
+@pytest.mark.parametrize("t_min,t_max", [(1e-4, 0.1), (1e-3, 0.02), (0.01, 0.5)])
+def test_sampled_t_follow_mu_log_uniform(t_min, t_max):
+    t = NCMLLoss(NCMLLossConfig(clean_fraction=0.5, noise_distribution="log_uniform", t_min=t_min)).sample_t(
+        N, t_max, generator=torch.Generator().manual_seed(10)).numpy()
+    noisy = t[t > 0]
+    assert stats.binomtest(int((t == 0).sum()), N, 0.5).pvalue > 1e-3
+    assert noisy.min() >= t_min and noisy.max() <= t_max
+    # log t is uniform on [log t_min, log T]: every decade gets the same share, e.g. below 10·t_min
+    assert stats.kstest(np.log(noisy), stats.uniform(loc=np.log(t_min), scale=np.log(t_max / t_min)).cdf).pvalue > 1e-3
+    share = (noisy < 10 * t_min).mean()
+    expected = np.log(10) / np.log(t_max / t_min)
+    assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / len(noisy))
+
+
+def test_log_uniform_puts_more_examples_at_small_t_than_uniform():
+    """The reason log-uniform exists: t ≤ T/10 gets 1/10 of uniform's noisy examples, (1/3 per decade) here 1/3."""
+    draws = {d: NCMLLoss(NCMLLossConfig(clean_fraction=0.0, noise_distribution=d, t_min=1e-4 if d != "uniform" else 0))
+             .sample_t(N, 0.1, generator=torch.Generator().manual_seed(11)).numpy() for d in ("uniform", "log_uniform")}
+    assert abs((draws["uniform"] <= 0.01).mean() - 0.1) < 0.01
+    assert abs((draws["log_uniform"] <= 0.01).mean() - 2 / 3) < 0.015
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_sampled_t_follow_mu_on_a_log_grid(k):
+    t_min, t_max = 1e-3, 0.1
+    t = NCMLLoss(NCMLLossConfig(clean_fraction=0.0, noise_distribution="log_uniform", t_min=t_min,
+                                num_noise_levels=k)).sample_t(N, t_max, generator=torch.Generator().manual_seed(12))
+    grid = np.geomspace(t_min, t_max, k) if k > 1 else np.array([t_max])
+    idx = np.argmin(np.abs(np.log(t.numpy())[:, None] - np.log(grid)[None]), axis=1)
+    assert np.allclose(t.numpy(), grid[idx], rtol=1e-12, atol=0) and t.max() <= t_max
+    assert stats.chisquare(np.bincount(idx, minlength=k)).pvalue > 1e-3 if k > 1 else (idx == 0).all()
+
+
 def test_the_ks_check_rejects_a_wrong_mu():
     # the KS check above is not vacuous: it rejects a wrong μ (here t² / T, not uniform)
     t = NCMLLoss(NCMLLossConfig(clean_fraction=0.0)).sample_t(N, 0.1, generator=torch.Generator().manual_seed(7))
@@ -209,6 +242,8 @@ def test_gradients_reach_every_ncpn_parameter():
     (dict(t_min=-1.0), "t_min"),
     (dict(t_min=float("nan")), "t_min"),
     (dict(t_min=0.01, num_noise_levels=4), "t_min"),
+    (dict(noise_distribution="log_uniform"), "t_min"),
+    (dict(noise_distribution="cosine"), "noise_distribution"),
 ])
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
