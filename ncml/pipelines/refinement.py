@@ -2,11 +2,13 @@
 
 Phase 2 of two-part sampling solves the reverse SDE (or the probability-flow ODE) from ``x_{t_start}`` down to
 ``t = 0`` with the score ``∇ₓ log p_θ,t(x)`` of the autoregressive model itself, taken by autograd
-(``backbone.score``). It is predictor–corrector sampling (Song et al. 2021, Alg. 2–4): at each time of
-``scheduler.timesteps`` run ``correct_steps`` Langevin corrector steps at ``t``, then one predictor step from
-``t`` to ``t − Δt`` (Euler–Maruyama for the reverse SDE, or an Euler step of the probability-flow ODE).
-The corrector comes first, as in score-SDE's ``pc_sampler``, so the loop ends on a predictor step whose
-noise-free mean is the denoised output.
+(``backbone.score``). It is predictor–corrector sampling (Song et al. 2021, Alg. 2–4) on a time grid that this
+loop owns (``scheduler.timesteps(num_inference_steps, t_start, spacing=...)``; the scheduler keeps no state): at
+each time ``t`` of the grid run ``correct_steps`` Langevin corrector steps at ``t``, then one predictor step from
+``t`` to the next time ``t_next`` (Euler–Maruyama for the reverse SDE, or an Euler step of the probability-flow
+ODE). The corrector comes first, as in score-SDE's ``pc_sampler``, so the loop ends on a predictor step whose
+noise-free mean is the denoised output; ``denoise="tweedie"`` instead replaces that last predictor step by one
+Tweedie step ``(x + s(t)²·score)/m(t)`` to the posterior mean of clean data.
 """
 
 from __future__ import annotations
@@ -32,27 +34,34 @@ class RefinementOutput:
     nfe: int  # score evaluations (one forward + one backward pass of the backbone each)
 
 
+DENOISE_MODES = (True, False, "tweedie")
+
+
 def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_start: float,
            num_inference_steps: int, correct_steps: int = 1, snr: float = 0.16, probability_flow: bool = False,
-           denoise: bool = True, class_labels: torch.Tensor | None = None, generator: Generator = None,
+           denoise: bool | str = True, spacing: str = "uniform", class_labels: torch.Tensor | None = None,
+           generator: Generator = None,
            impose_known: KnownHook | None = None, on_step_end: StepEndHook | None = None,
            progress_bar: Callable | None = None) -> RefinementOutput:
     """Refine ``x`` ``(B, C, H, W)``, a draw of ``x_{t_start}``, down to ``t = 0``.
 
     Args:
         backbone: gives the score ``∇ₓ Σ log_prob`` (nats) at ``(x, t, class_labels)``.
-        scheduler: the SDE; ``set_timesteps(num_inference_steps, t_start=t_start)`` is called here.
+        scheduler: the SDE; only its stateless steps and ``timesteps`` grid are used.
+        num_inference_steps: predictor steps from ``t_start`` to 0 (one of them the Tweedie step, if chosen).
         correct_steps: Langevin corrector steps per time (0 = predictor only); ``snr`` sets their step size.
         probability_flow: use the probability-flow ODE as predictor instead of the reverse SDE.
-        denoise: return the last predictor step's mean (no noise added in the final step).
+        denoise: ``True``: return the last predictor step's mean (no noise added in the final step); ``False``:
+            the last sample as is; ``"tweedie"``: the last step is Tweedie's ``E[x_0 | x_t]`` instead.
+        spacing: the time grid, ``"uniform"`` in ``t`` or ``"log"`` (log-spaced, for small ``t_start``).
         impose_known: inpainting; called after every corrector and predictor step with the time the sample is
             now at, it re-imposes the known pixels noised to that time (at ``t = 0``: the clean values).
         on_step_end: called after every predictor step; a returned tensor replaces the sample.
         progress_bar: ``progress_bar(iterable, total=..., desc=...)`` wrapping the time loop.
     """
-    scheduler.set_timesteps(num_inference_steps, t_start=t_start, device=x.device)
-    times = scheduler.timesteps.tolist()  # float64: the first entry is exactly t_start
-    next_times = times[1:] + [0.0]  # the last step lands exactly on t = 0
+    if denoise not in DENOISE_MODES or not isinstance(denoise, (bool, str)):
+        raise ValueError(f"denoise must be True, False or 'tweedie', got {denoise!r}")
+    grid = scheduler.timesteps(num_inference_steps, t_start, spacing=spacing).tolist()  # float64, ends at 0.0
     nfe = 0
 
     def score(x, t):
@@ -63,21 +72,25 @@ def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_
     def known(x, t):
         return x if impose_known is None else impose_known(x, t)
 
-    steps = zip(times, next_times)
+    steps = list(zip(grid[:-1], grid[1:]))
     if progress_bar is not None:
-        steps = progress_bar(steps, total=len(times), desc="Score-based refinement")
+        steps = progress_bar(steps, total=len(steps), desc="Score-based refinement")
+    x_mean = x
     for i, (t, t_next) in enumerate(steps):
         for _ in range(correct_steps):  # Langevin corrector at fixed t (Alg. 4)
             x = scheduler.step_correct(score(x, t), t, x, snr=snr, generator=generator).prev_sample
             x = known(x, t)
-        if probability_flow:  # predictor: Euler step of the probability-flow ODE
-            out = scheduler.step_ode(score(x, t), t, x)
-        else:  # predictor: Euler–Maruyama step of the reverse SDE (Alg. 2)
-            out = scheduler.step(score(x, t), t, x, generator=generator)
-        x, x_mean = known(out.prev_sample, t_next), out.prev_sample_mean
+        if denoise == "tweedie" and t_next == 0:  # the last step: Tweedie's posterior mean of x_0
+            x = x_mean = scheduler.denoise(score(x, t), t, x)
+        else:
+            if probability_flow:  # predictor: Euler step of the probability-flow ODE
+                out = scheduler.step_ode(score(x, t), t, t_next, x)
+            else:  # predictor: Euler–Maruyama step of the reverse SDE (Alg. 2)
+                out = scheduler.step(score(x, t), t, t_next, x, generator=generator)
+            x, x_mean = known(out.prev_sample, t_next), out.prev_sample_mean
         if on_step_end is not None:
             replaced = on_step_end(i, t, x)
             if replaced is not None:
                 x = x_mean = replaced
     # final denoise: the last predictor step without its noise term; known pixels (t = 0: exact) on top
-    return RefinementOutput(sample=known(x_mean if denoise else x, 0.0), nfe=nfe)
+    return RefinementOutput(sample=known(x if denoise is False else x_mean, 0.0), nfe=nfe)

@@ -5,8 +5,11 @@ A new SDE implements four functions of ``t`` (a float64 tensor): ``drift_coeff``
 *exact* marginal of the SDE started at clean data, so ``s(0) = 0``. They must satisfy
 ``m' = f·m`` and ``(s²)' = 2f·s² + g²`` (the tests check this for every scheduler).
 
-Steps take a **score tensor**, never a model: the pipeline owns the loop (``ncml.pipelines.refinement``).
-Coefficients are computed in float64 and cast to the sample's dtype at the end.
+Steps take a **score tensor**, never a model, and are stateless: each takes the current time ``t`` and the next
+time ``t_next`` (as EDM's sampler steps from ``t_cur`` to ``t_next``), so a grid has one owner, the caller
+(``ncml.pipelines.refinement``), and nothing on a scheduler changes while a pipeline runs. :meth:`timesteps`
+builds the grids the refinement loop uses. Coefficients are computed in float64 and cast to the sample's dtype
+at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import torch
 
 from ..configuration_utils import ConfigMixin
 from ..utils import Generator, expand_as, randn
+
+
+TIME_SPACINGS = ("uniform", "log")
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,6 @@ class SDEScheduler(ConfigMixin):
         elif not isinstance(config, self.config_class):
             raise TypeError(f"config must be a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
-        self.timesteps: torch.Tensor | None = None
-        self.step_size: float | None = None
 
     @property
     def t_max(self) -> float:
@@ -89,9 +93,12 @@ class SDEScheduler(ConfigMixin):
             raise ValueError(f"{argname} must be a scalar or have shape ({batch_size},), got {tuple(t.shape)}")
         if torch.isnan(t).any():
             raise ValueError(f"{argname} contains NaN")
+        # a float32 time that rounds to just above t_max (float32(0.1) > 0.1) counts as t_max
+        t_max = torch.tensor(self.t_max, dtype=torch.float64)
+        t = torch.where((t > t_max) & (t <= t_max.float().double()), t_max.to(t.device), t)
         if (t < 0).any() or (t > self.t_max).any():
-            raise ValueError(f"{argname} must lie in [0, t_max={self.t_max}], got values in "
-                             f"[{t.min().item():.6g}, {t.max().item():.6g}]")
+            raise ValueError(f"{argname} must lie in [0, t_max={self.t_max!r}], got values in "
+                             f"[{t.min().item()!r}, {t.max().item()!r}]")
         return t
 
     def _coeff(self, fn, t, x: torch.Tensor, argname: str = "t") -> torch.Tensor:
@@ -123,30 +130,43 @@ class SDEScheduler(ConfigMixin):
         return randn(shape, generator=generator, device=device, dtype=dtype) * std
 
     # ---- reverse process ----------------------------------------------------------------------
-    def set_timesteps(self, num_inference_steps: int, *, t_start: float | None = None, device=None) -> None:
-        """A uniform grid ``self.timesteps`` from ``t_start`` (default ``t_max / 2``) down to ``step_size``.
+    def timesteps(self, num_steps: int, t_start: float, *, spacing: str = "uniform",
+                  t_end_ratio: float = 1e-2) -> torch.Tensor:
+        """A float64 grid of ``num_steps + 1`` decreasing times from exactly ``t_start`` to exactly ``0``.
 
-        Each step moves from ``t`` to ``t - step_size``, so the last one lands on ``t = 0``; the score is
-        never evaluated at ``t = 0`` itself.
+        ``spacing="uniform"``: ``t_start·(1 − i/num_steps)``. ``spacing="log"``: ``num_steps`` log-spaced times from
+        ``t_start`` down to ``t_start·t_end_ratio``, then ``0``: suited to small ``t_start``, where ``s(t)`` and
+        the score change by orders of magnitude over the grid. Step ``i`` goes from ``grid[i]`` to ``grid[i+1]``;
+        the score is never evaluated at ``t = 0`` itself.
         """
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-            raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        t_start = self.t_max / 2 if t_start is None else t_start
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+            raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__}")
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if isinstance(t_start, bool) or not isinstance(t_start, (int, float)) or not math.isfinite(t_start):
             raise ValueError(f"t_start must be a finite float, got {t_start!r}")
-        if not 0 < t_start <= self.t_max:
+        t_start = float(self.check_time(float(t_start), 1, argname="t_start")[0])
+        if not t_start > 0:
             raise ValueError(f"t_start must lie in (0, t_max={self.t_max}], got {t_start}")
-        self.step_size = float(t_start) / num_inference_steps
-        # float64, so the first time is exactly t_start (a float32 t_max = 0.1 would exceed 0.1 itself)
-        grid = torch.linspace(float(t_start), 0.0, num_inference_steps + 1, dtype=torch.float64)[:-1]
-        self.timesteps = grid.to(device=device)
+        if spacing not in TIME_SPACINGS:
+            raise ValueError(f"spacing must be one of {TIME_SPACINGS}, got {spacing!r}")
+        if not (isinstance(t_end_ratio, (int, float)) and 0 < t_end_ratio < 1):
+            raise ValueError(f"t_end_ratio must be a number in (0, 1), got {t_end_ratio!r}")
+        if spacing == "uniform":
+            grid = torch.linspace(t_start, 0.0, num_steps + 1, dtype=torch.float64)
+        else:
+            exponents = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
+            grid = torch.cat([t_start * t_end_ratio ** exponents, torch.zeros(1, dtype=torch.float64)])
+        grid[0] = t_start  # exactly, so t_start = t_max passes the range check
+        return grid
 
-    def _dt(self) -> float:
-        if self.step_size is None:
-            raise RuntimeError(f"call {type(self).__name__}.set_timesteps(...) before stepping")
-        return self.step_size
+    def _dt(self, t, t_next, x: torch.Tensor) -> torch.Tensor:
+        """``t − t_next`` per sample, ``(B, 1, …, 1)`` in ``x``'s dtype; raises unless ``0 ≤ t_next < t``."""
+        t = self.check_time(t, x.shape[0], device=x.device)
+        t_next = self.check_time(t_next, x.shape[0], device=x.device, argname="t_next")
+        if not (t_next < t).all():
+            raise ValueError("t_next must be smaller than t (the reverse process runs from t down to t_next)")
+        return expand_as(t - t_next, x)
 
     def reverse_drift(self, x: torch.Tensor, t, score: torch.Tensor, *, probability_flow: bool = False) -> torch.Tensor:
         """Drift of the reverse-time SDE ``f·x − g²·score`` (``f·x − ½g²·score`` for the probability-flow ODE)."""
@@ -155,16 +175,18 @@ class SDEScheduler(ConfigMixin):
         g2 = self._coeff(self.diffusion, t, x) ** 2
         return f * x - (0.5 if probability_flow else 1.0) * g2 * score
 
-    def step(self, score: torch.Tensor, t, x: torch.Tensor, *, generator: Generator = None) -> SDESchedulerOutput:
-        """Euler–Maruyama predictor for the reverse SDE, from ``t`` to ``t − step_size``.
+    def step(self, score: torch.Tensor, t, t_next, x: torch.Tensor, *,
+             generator: Generator = None) -> SDESchedulerOutput:
+        """Euler–Maruyama predictor for the reverse SDE, from ``t`` to ``t_next < t``.
 
-        ``x_mean = x − reverse_drift·Δt``,  ``x = x_mean + g(t)·√Δt·z`` (Song et al. 2021, Alg. 2 predictor).
+        ``x_mean = x − reverse_drift·Δt``,  ``x = x_mean + g(t)·√Δt·z``, ``Δt = t − t_next``
+        (Song et al. 2021, Alg. 2 predictor).
         """
-        dt = self._dt()
+        dt = self._dt(t, t_next, x)
         mean = x - self.reverse_drift(x, t, score) * dt
         g = self._coeff(self.diffusion, t, x)
         noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return SDESchedulerOutput(prev_sample=mean + g * math.sqrt(dt) * noise, prev_sample_mean=mean)
+        return SDESchedulerOutput(prev_sample=mean + g * torch.sqrt(dt) * noise, prev_sample_mean=mean)
 
     def step_correct(self, score: torch.Tensor, t, x: torch.Tensor, *, snr: float = 0.16,
                      generator: Generator = None) -> SDESchedulerOutput:
@@ -174,7 +196,7 @@ class SDEScheduler(ConfigMixin):
         (Song et al. 2021, Alg. 4, with per-sample rather than batch-mean norms).
         """
         self._check_same_shape("score", score, "x", x)
-        if not (isinstance(snr, (int, float)) and snr > 0 and math.isfinite(snr)):
+        if isinstance(snr, bool) or not (isinstance(snr, (int, float)) and snr > 0 and math.isfinite(snr)):
             raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
         self.check_time(t, x.shape[0], device=x.device)
         noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -184,7 +206,19 @@ class SDEScheduler(ConfigMixin):
         mean = x + eps * score
         return SDESchedulerOutput(prev_sample=mean + torch.sqrt(2 * eps) * noise, prev_sample_mean=mean)
 
-    def step_ode(self, score: torch.Tensor, t, x: torch.Tensor) -> SDESchedulerOutput:
-        """Euler step of the probability-flow ODE ``dx = [f·x − ½g²·score] dt`` from ``t`` to ``t − step_size``."""
-        mean = x - self.reverse_drift(x, t, score, probability_flow=True) * self._dt()
+    def step_ode(self, score: torch.Tensor, t, t_next, x: torch.Tensor) -> SDESchedulerOutput:
+        """Euler step of the probability-flow ODE ``dx = [f·x − ½g²·score] dt`` from ``t`` to ``t_next < t``."""
+        mean = x - self.reverse_drift(x, t, score, probability_flow=True) * self._dt(t, t_next, x)
         return SDESchedulerOutput(prev_sample=mean, prev_sample_mean=mean)
+
+    def denoise(self, score: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
+        """Tweedie's formula: ``E[x_0 | x_t = x] = (x + s(t)²·score) / m(t)`` for ``t > 0``.
+
+        One score evaluation jumps from ``x_t`` to the posterior mean of clean data, exact for the true score
+        (the SDE's marginal is Gaussian given ``x_0``).
+        """
+        self._check_same_shape("score", score, "x", x)
+        if not (self.check_time(t, x.shape[0], device=x.device) > 0).all():
+            raise ValueError("t must be > 0 for the Tweedie denoiser (at t = 0 there is no noise to remove)")
+        m, s = self._coeff(self.marginal_mean_coeff, t, x), self._coeff(self.marginal_std, t, x)
+        return (x + s**2 * score) / m

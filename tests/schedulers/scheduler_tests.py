@@ -99,27 +99,29 @@ class SchedulerTesterMixin:
         mean, std = self.gaussian(s, t)
         return -(x - mean) / std**2
 
-    def run_reverse(self, mode: str, steps: int = 200, correct_steps: int = 0, snr: float = 0.02, seed: int = 0):
+    def run_reverse(self, mode: str, steps: int = 200, correct_steps: int = 0, snr: float = 0.02, seed: int = 0,
+                    spacing: str = "uniform"):
         s = self.get_scheduler()
         gen = torch.Generator().manual_seed(seed)
         t_start = s.t_max / 2
         mean, std = self.gaussian(s, t_start)
         x = mean + std * torch.randn(2000, 64, generator=gen, dtype=torch.float64)  # exact draws of p_{t_start}
-        s.set_timesteps(steps, t_start=t_start)
-        assert s.timesteps[0].item() == pytest.approx(t_start) and (s.timesteps.diff() < 0).all()
-        for i, t in enumerate(s.timesteps.tolist()):
+        grid = s.timesteps(steps, t_start, spacing=spacing)
+        assert grid[0].item() == t_start and grid[-1].item() == 0 and (grid.diff() < 0).all() and len(grid) == steps + 1
+        for i, (t, t_next) in enumerate(zip(grid[:-1].tolist(), grid[1:].tolist())):
             for _ in range(correct_steps):
                 x = s.step_correct(self.exact_score(s, x, t), t, x, snr=snr, generator=gen).prev_sample
             score = self.exact_score(s, x, t)
-            out = s.step_ode(score, t, x) if mode == "ode" else s.step(score, t, x, generator=gen)
+            out = s.step_ode(score, t, t_next, x) if mode == "ode" else s.step(score, t, t_next, x, generator=gen)
             x = out.prev_sample_mean if i == steps - 1 else out.prev_sample
         return x
 
-    @pytest.mark.parametrize("mode,correct_steps", [("sde", 0), ("sde", 1), ("ode", 0)])
-    def test_reverse_steps_recover_the_data_gaussian(self, mode, correct_steps):
+    @pytest.mark.parametrize("mode,correct_steps,spacing", [("sde", 0, "uniform"), ("sde", 1, "uniform"),
+                                                            ("ode", 0, "uniform"), ("sde", 0, "log")])
+    def test_reverse_steps_recover_the_data_gaussian(self, mode, correct_steps, spacing):
         s = self.get_scheduler()
         sigma = self.data_sigma(s)
-        x = self.run_reverse(mode, correct_steps=correct_steps)
+        x = self.run_reverse(mode, correct_steps=correct_steps, spacing=spacing)
         n = x.numel()
         # 5 standard errors plus a 1.5 % discretisation allowance. The Langevin corrector's per-sample
         # step size (score_sde's rule) inflates the std like a temperature: +0.9 % at snr 0.02, +2.5 % at
@@ -133,11 +135,27 @@ class SchedulerTesterMixin:
         sigma = self.data_sigma(s)
         mean, std = self.gaussian(s, s.t_max / 2)
         assert std > 1.3 * sigma
-        s.set_timesteps(50, t_start=s.t_max / 2)
+        grid = s.timesteps(50, s.t_max / 2).tolist()
         x = mean + std * torch.randn(2000, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        for t in s.timesteps.tolist():
-            x = s.step_ode(torch.zeros_like(x), t, x).prev_sample
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            x = s.step_ode(torch.zeros_like(x), t, t_next, x).prev_sample
         assert x.std().item() > 1.3 * sigma
+
+    def test_tweedie_denoise_is_the_posterior_mean(self):
+        """For Gaussian data N(MU, σ²) the exact score makes Tweedie's step the exact posterior mean of x_0."""
+        s = self.get_scheduler()
+        t = s.t_max / 2
+        x = torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
+        mean_t, std_t = self.gaussian(s, t)
+        m = s.marginal_mean_coeff(torch.tensor([t], dtype=torch.float64)).item()
+        sd = s.marginal_std(torch.tensor([t], dtype=torch.float64)).item()
+        sigma = self.data_sigma(s)
+        # posterior of x0 given x_t = m·x0 + sd·ε with x0 ~ N(MU, σ²): a Gaussian conditioning formula
+        posterior = self.MU + m * sigma**2 / (m**2 * sigma**2 + sd**2) * (x - m * self.MU)
+        torch.testing.assert_close(s.denoise(self.exact_score(s, x, t), t, x), posterior)
+        assert torch.allclose(torch.as_tensor(mean_t), torch.as_tensor(m * self.MU))
+        with pytest.raises(ValueError, match="t must be > 0"):
+            s.denoise(x, 0.0, x)
 
     # ---- configs and files ---------------------------------------------------------------------
     def test_config_round_trip(self, tmp_path):
@@ -166,31 +184,39 @@ class SchedulerTesterMixin:
             s.marginal(x, torch.tensor([0.01, float("nan")]))
         with pytest.raises(ValueError, match=r"shape \(2,\)"):
             s.marginal(x, torch.tensor([0.01, 0.02, 0.03]))
-        with pytest.raises(ValueError, match="num_inference_steps"):
-            s.set_timesteps(0)
+        with pytest.raises(ValueError, match="num_steps"):
+            s.timesteps(0, s.t_max)
         with pytest.raises(ValueError, match="t_start"):
-            s.set_timesteps(10, t_start=s.t_max * 2)
-        with pytest.raises(RuntimeError, match="set_timesteps"):
-            self.scheduler_class().step(torch.zeros(2, 3), 0.01, x)
+            s.timesteps(10, s.t_max * 2)
+        with pytest.raises(ValueError, match="t_start"):
+            s.timesteps(10, 0.0)
+        with pytest.raises(ValueError, match="spacing"):
+            s.timesteps(10, s.t_max, spacing="cosine")
+        with pytest.raises(ValueError, match="t_next must be smaller"):
+            s.step(torch.zeros(2, 3), 0.01, 0.02, x)
+        with pytest.raises(ValueError, match="t_next must lie in"):
+            s.step_ode(torch.zeros(2, 3), 0.01, -0.01, x)
 
     def test_mismatched_shapes_raise(self):
         s = self.get_scheduler()
-        s.set_timesteps(5)
         x = torch.zeros(2, 3)
         with pytest.raises(ValueError, match="noise"):
             s.add_noise(x, torch.zeros(2, 4), 0.01)
-        for fn in (s.step, s.step_correct, s.step_ode):
+        for fn in (s.step, s.step_ode):
+            with pytest.raises(ValueError, match="score"):
+                fn(torch.zeros(2, 4), 0.01, 0.005, x)
+        for fn in (s.step_correct, s.denoise):
             with pytest.raises(ValueError, match="score"):
                 fn(torch.zeros(2, 4), 0.01, x)
 
     def test_generator_determinism_and_global_rng_untouched(self):
         s = self.get_scheduler()
-        s.set_timesteps(4)
         x = torch.randn(3, 5)
         state = torch.get_rng_state()
-        a = s.step(x, 0.01, x, generator=torch.Generator().manual_seed(7)).prev_sample
-        b = s.step(x, 0.01, x, generator=torch.Generator().manual_seed(7)).prev_sample
+        a = s.step(x, 0.01, 0.005, x, generator=torch.Generator().manual_seed(7)).prev_sample
+        b = s.step(x, 0.01, 0.005, x, generator=torch.Generator().manual_seed(7)).prev_sample
         assert torch.equal(a, b) and torch.equal(state, torch.get_rng_state())
-        per_sample = s.step(x, 0.01, x, generator=[torch.Generator().manual_seed(i) for i in range(3)]).prev_sample
-        alone = s.step(x[1:2], 0.01, x[1:2], generator=torch.Generator().manual_seed(1)).prev_sample
+        per_sample = s.step(x, 0.01, 0.005, x,
+                            generator=[torch.Generator().manual_seed(i) for i in range(3)]).prev_sample
+        alone = s.step(x[1:2], 0.01, 0.005, x[1:2], generator=torch.Generator().manual_seed(1)).prev_sample
         torch.testing.assert_close(per_sample[1:2], alone)

@@ -49,11 +49,10 @@ def test_rank_agnostic():
 
 def test_coefficients_cast_to_sample_dtype():
     s = VPSDEScheduler()
-    s.set_timesteps(3)
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         x = torch.ones(2, 3, dtype=dtype)
         assert s.add_noise(x, x, 0.05).dtype == dtype
-        assert s.step(x, 0.05, x).prev_sample.dtype == dtype
+        assert s.step(x, 0.05, 0.025, x).prev_sample.dtype == dtype
 
 
 def test_config_of_another_class_raises(tmp_path):
@@ -81,9 +80,27 @@ def test_saved_config_is_plain_json(tmp_path):
 
 def test_timesteps_grid():
     s = VESDEScheduler()
-    s.set_timesteps(4, t_start=0.2)
-    torch.testing.assert_close(s.timesteps, torch.tensor([0.2, 0.15, 0.1, 0.05], dtype=torch.float64))
-    assert s.timesteps[0].item() == 0.2  # exactly t_start, so t_start = t_max passes the range check
-    assert s.step_size == pytest.approx(0.05)
-    s.set_timesteps(10)
-    assert s.timesteps[0].item() == pytest.approx(0.25)  # default t_start = t_max / 2
+    torch.testing.assert_close(s.timesteps(4, 0.2), torch.tensor([0.2, 0.15, 0.1, 0.05, 0.0], dtype=torch.float64))
+    assert s.timesteps(4, s.t_max)[0].item() == s.t_max  # exactly t_start, so t_start = t_max passes the range check
+    log = s.timesteps(4, 0.2, spacing="log", t_end_ratio=1e-3)
+    torch.testing.assert_close(log, torch.tensor([0.2, 0.02, 0.002, 0.0002, 0.0], dtype=torch.float64))
+    assert s.timesteps(1, 0.2, spacing="log").tolist() == [0.2, 0.0]
+
+
+def test_steps_are_stateless():
+    """A step depends only on its arguments: no grid is stored on the scheduler, so pipelines cannot disturb it."""
+    s = VPSDEScheduler()
+    x = torch.randn(2, 3)
+    a = s.step(x, 0.05, 0.01, x, generator=torch.Generator().manual_seed(0))
+    s.timesteps(100, 0.1)
+    b = s.step(x, 0.05, 0.01, x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.prev_sample, b.prev_sample)
+    assert vars(s) == {"config": s.config}
+
+
+def test_float32_times_up_to_t_max_are_accepted():
+    s = VPSDEScheduler()  # float32(0.1) is slightly above 0.1
+    _, std = s.marginal(torch.zeros(11, 1), torch.linspace(0, 0.1, 11))
+    assert std[-1].item() == s.marginal_std(torch.tensor([0.1], dtype=torch.float64)).float().item()
+    with pytest.raises(ValueError, match=r"0\.10000001"):  # beyond float32 rounding: refused, at full precision
+        s.marginal(torch.zeros(1, 1), torch.tensor([0.10000001], dtype=torch.float64))
