@@ -47,21 +47,27 @@ class NCMLPipeline(Pipeline):
             raise ValueError("backbone is unconditional (config.num_classes=None); use NCMLPipeline")
 
     @torch.no_grad()
-    def __call__(self, batch_size: int = 1, *, t_start: float | None = None, num_inference_steps: int = 100,
-                 correct_steps: int = 1, snr: float = 0.16, probability_flow: bool = False, denoise: bool = True,
+    def __call__(self, batch_size: int = 1, *, t_start: float | None = None, num_inference_steps: int | None = None,
+                 correct_steps: int | None = None, snr: float | None = None, probability_flow: bool | None = None,
+                 denoise: bool | str | None = None, spacing: str | None = None,
                  generator: utils.Generator = None, output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end: StepEndCallback | None = None) -> NCMLPipelineOutput | tuple:
         """Draw ``batch_size`` images.
 
+        Every sampler argument left as ``None`` takes its value from ``self.sampling_config`` (the pipeline
+        folder's ``sampling_config.json``: the best setting measured for this model, where one was measured).
+
         Args:
             batch_size: number of images ``B``.
-            t_start: SDE time of the AR phase, in ``[0, scheduler.t_max]``; ``None`` = ``t_max / 2``;
-                ``0`` = plain AR sampling (no refinement).
-            num_inference_steps: predictor steps from ``t_start`` to 0 (uniform in ``t``).
+            t_start: SDE time of the AR phase, in ``[0, scheduler.t_max]``; ``0`` = plain AR sampling (no
+                refinement); ``t_max / 2`` where neither the call nor the sampling config gives one.
+            num_inference_steps: predictor steps from ``t_start`` to 0.
             correct_steps: Langevin corrector steps before each predictor step (0 = none).
             snr: signal-to-noise ratio that sets the corrector's step size (Song et al. 2021).
             probability_flow: refine with the probability-flow ODE instead of the reverse SDE.
-            denoise: end on the last predictor step's mean (no noise added in the final step).
+            denoise: ``True``: end on the last predictor step's mean (no noise added in the final step);
+                ``False``: on its noisy sample; ``"tweedie"``: the last step is Tweedie's ``E[x_0 | x_t]``.
+            spacing: the refinement time grid, ``"uniform"`` in ``t`` or ``"log"`` (for small ``t_start``).
             generator: a ``torch.Generator`` or one per image; the global RNG is never used when given.
             output_type: ``"pil"`` (list of PIL images), ``"np"`` (uint8 ``(B, H, W, C)``) or ``"pt"``
                 (float ``(B, C, H, W)`` in ``[-1, 1]``).
@@ -71,13 +77,13 @@ class NCMLPipeline(Pipeline):
         """
         return self._generate(batch_size, class_labels=None, known=None, known_mask=None, t_start=t_start,
                               num_inference_steps=num_inference_steps, correct_steps=correct_steps, snr=snr,
-                              probability_flow=probability_flow, denoise=denoise, generator=generator,
+                              probability_flow=probability_flow, denoise=denoise, spacing=spacing, generator=generator,
                               output_type=output_type, return_dict=return_dict,
                               callback_on_step_end=callback_on_step_end)
 
     # ---- the two phases, shared by every NCML pipeline ------------------------------------------
     def _generate(self, batch_size, *, class_labels, known: torch.Tensor | None, known_mask: torch.Tensor | None,
-                  t_start, num_inference_steps, correct_steps, snr, probability_flow, denoise, generator,
+                  t_start, num_inference_steps, correct_steps, snr, probability_flow, denoise, spacing, generator,
                   output_type, return_dict, callback_on_step_end) -> NCMLPipelineOutput | tuple:
         """Two-part sampling; ``known`` ``(B, C, H, W)`` clean model-space values where ``known_mask`` is True."""
         backbone, scheduler = self.backbone, self.scheduler
@@ -85,15 +91,15 @@ class NCMLPipeline(Pipeline):
             raise RuntimeError("NCML pipelines take the score by autograd, which torch.inference_mode() forbids; "
                                "call the pipeline outside inference_mode (it runs under torch.no_grad itself)")
         batch_size = check_int("batch_size", batch_size, 1)
-        t_start = check_t_start(t_start, scheduler)
-        check_int("num_inference_steps", num_inference_steps, 1)
-        check_int("correct_steps", correct_steps, 0)
-        if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not (math.isfinite(snr) and snr > 0):
-            raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
-        for name, flag in (("probability_flow", probability_flow), ("denoise", denoise),
-                           ("return_dict", return_dict)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        defaults = self.sampling_config
+        t_start = check_t_start(defaults.t_start if t_start is None else t_start, scheduler)
+        try:  # the sampling config's own checks, naming the argument
+            settings = defaults.replace(num_inference_steps=num_inference_steps, correct_steps=correct_steps, snr=snr,
+                                        probability_flow=probability_flow, denoise=denoise, spacing=spacing)
+        except (TypeError, ValueError) as e:
+            raise type(e)(str(e).replace("SamplingConfig.", "")) from None
+        if not isinstance(return_dict, bool):
+            raise TypeError(f"return_dict must be a bool, got {type(return_dict).__name__}")
         check_output_type(output_type)
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
@@ -140,9 +146,10 @@ class NCMLPipeline(Pipeline):
                                         f"{type(returned).__name__}")
                     return returned.get("sample")
 
-            refined = refine(backbone, scheduler, noisy, t_start=t_start, num_inference_steps=num_inference_steps,
-                             correct_steps=correct_steps, snr=snr, probability_flow=probability_flow,
-                             denoise=denoise, class_labels=class_labels, generator=generator,
+            refined = refine(backbone, scheduler, noisy, t_start=t_start,
+                             num_inference_steps=settings.num_inference_steps, correct_steps=settings.correct_steps,
+                             snr=settings.snr, probability_flow=settings.probability_flow, denoise=settings.denoise,
+                             spacing=settings.spacing, class_labels=class_labels, generator=generator,
                              impose_known=None if known is None else impose_known, on_step_end=on_step_end,
                              progress_bar=self.progress_bar)
             sample, nfe = refined.sample, network_calls + refined.nfe

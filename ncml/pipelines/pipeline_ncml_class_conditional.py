@@ -22,8 +22,9 @@ class NCMLClassConditionalPipeline(NCMLPipeline):
 
     @torch.no_grad()
     def __call__(self, batch_size: int | None = None, *, class_labels: int | list[int] | torch.Tensor,
-                 t_start: float | None = None, num_inference_steps: int = 100, correct_steps: int = 1,
-                 snr: float = 0.16, probability_flow: bool = False, denoise: bool = True,
+                 t_start: float | None = None, num_inference_steps: int | None = None, correct_steps: int | None = None,
+                 snr: float | None = None, probability_flow: bool | None = None,
+                 denoise: bool | str | None = None, spacing: str | None = None,
                  generator: utils.Generator = None, output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end: StepEndCallback | None = None) -> NCMLPipelineOutput | tuple:
         """Draw one image per label.
@@ -50,5 +51,5 @@ class NCMLClassConditionalPipeline(NCMLPipeline):
         return self._generate(batch_size, class_labels=class_labels, known=None, known_mask=None,
                               t_start=t_start, num_inference_steps=num_inference_steps,
                               correct_steps=correct_steps, snr=snr, probability_flow=probability_flow,
-                              denoise=denoise, generator=generator, output_type=output_type,
+                              denoise=denoise, spacing=spacing, generator=generator, output_type=output_type,
                               return_dict=return_dict, callback_on_step_end=callback_on_step_end)

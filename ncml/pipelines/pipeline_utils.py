@@ -6,6 +6,7 @@ On disk (= a Hub repo)::
                                  "backbone": ["ncml", "NCPNModel"], "scheduler": ["ncml", "VPSDEScheduler"]}
     backbone/                   the backbone's own save_pretrained (config.json, model.safetensors)
     scheduler/                  the scheduler's own save_pretrained (scheduler_config.json)
+    sampling_config.json        the recommended sampler settings, the call defaults (``SamplingConfig``)
     README.md                   model card (library_name: ncml)
 
 Classes named in ``model_index.json`` are looked up with :func:`ncml.configuration_utils.resolve_class` only:
@@ -36,6 +37,7 @@ from ..configuration_utils import register_class, resolve_class
 from ..data import to_model_space, to_uint8
 from ..models.autoregressive import ARBackbone
 from ..schedulers.scheduling_utils import SDEScheduler
+from .sampling_config import SamplingConfig
 
 MODEL_INDEX_NAME = "model_index.json"
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -86,6 +88,7 @@ class Pipeline:
             setattr(self, name, value)
         self._progress_bar_config: dict[str, Any] = {}
         self._model_card_info: dict[str, Any] = {}
+        self.sampling_config = SamplingConfig()  # the call defaults; from_pretrained reads the folder's
 
     @property
     def components(self) -> dict[str, Any]:
@@ -142,6 +145,7 @@ class Pipeline:
             index[name] = [type(value).__module__.split(".")[0], type(value).__name__]
             value.save_pretrained(folder / name)
         hub_utils.write_json(folder / MODEL_INDEX_NAME, index)
+        self.sampling_config.save(folder)
         if not (folder / "README.md").exists():
             hub_utils.atomic_write_text(folder / "README.md", self._model_card())
         if push_to_hub:
@@ -185,6 +189,8 @@ class Pipeline:
         ``components`` replace saved ones by name, e.g. ``scheduler=VESDEScheduler()``; an unknown name raises
         ``TypeError``. Called on ``Pipeline`` itself, the class is the one named in ``model_index.json``;
         called on a concrete pipeline class, that class is built from the saved components.
+        ``model_index.json`` may hold only that class's components and metadata keys starting with ``_``; any other
+        key raises ``ValueError``. ``subfolder`` must lie inside the folder.
         """
         unknown = sorted(set(components) - set(cls.component_bases))
         if unknown:
@@ -203,6 +209,11 @@ class Pipeline:
         else:  # another pipeline's folder (same components), or Pipeline.from_pretrained: check the name first
             saved_class = resolve_class("ncml", saved_name, Pipeline, argname=f"{MODEL_INDEX_NAME}['_class_name']")
             pipeline_class = saved_class if cls is Pipeline else cls
+        known = sorted(pipeline_class.component_bases)
+        extra = sorted(k for k in index if not k.startswith("_") and k not in known)
+        if extra:
+            raise ValueError(f"{MODEL_INDEX_NAME} in {str(pretrained_model_name_or_path)!r} names unknown "
+                             f"component(s) {extra}; {pipeline_class.__name__} has the components {known}")
 
         loaded = {}
         for name, base in pipeline_class.component_bases.items():
@@ -214,7 +225,9 @@ class Pipeline:
                 raise ValueError(f"{MODEL_INDEX_NAME}[{name!r}] must be [library, class_name], got {entry!r}")
             component_class = resolve_class(entry[0], entry[1], base, argname=f"{MODEL_INDEX_NAME}[{name!r}]")
             loaded[name] = component_class.from_pretrained(folder / name)
-        return pipeline_class(**loaded)
+        pipeline = pipeline_class(**loaded)
+        pipeline.sampling_config = SamplingConfig.load(folder)
+        return pipeline
 
     def __repr__(self) -> str:
         parts = ",\n".join(f"  {k}={v!r}" for k, v in self.components.items())
@@ -230,7 +243,7 @@ def _str_entry(index: dict, key: str) -> str:
 
 # ---- shared by the NCML pipelines ------------------------------------------------------------------
 def check_t_start(t_start, scheduler: SDEScheduler) -> float:
-    """``t_start`` as a float in ``[0, t_max]``; ``None`` means ``t_max / 2`` (the DESIGN default)."""
+    """``t_start`` as a float in ``[0, t_max]``; ``None`` means ``t_max / 2`` (where no sampling config says more)."""
     if t_start is None:
         return scheduler.t_max / 2
     if isinstance(t_start, torch.Tensor) and t_start.ndim == 0:
