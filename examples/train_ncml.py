@@ -101,7 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sde", choices=sorted(SDES), default=None, help="noising SDE (default: the config's, else vp)")
     p.add_argument("--clean_fraction", type=float, default=None,
                    help="μ({0}), the share of clean (t = 0) examples; default: the config's loss section, else 0.5")
+    p.add_argument("--noise_distribution", choices=("uniform", "log_uniform"), default=None,
+                   help="law of the noisy times on (t_min, T] (ncml.NCMLLossConfig); default: the config's, else uniform")
+    p.add_argument("--t_min", type=float, default=None, help="lower end of the noisy times (> 0 for log_uniform)")
     p.add_argument("--num_noise_levels", type=int, default=None, help="a grid of K noise levels instead of U(0, T]")
+    p.add_argument("--t_max", type=float, default=None,
+                   help="T, the largest time trained on (the scheduler's t_max); default: the config's, else the SDE's")
+    p.add_argument("--init_from", default=None,
+                   help="start from these weights: a pipeline folder or repo id (its backbone), same model config")
+    p.add_argument("--validation_split", action="store_true",
+                   help="--dataset: train without its validation images and evaluate on them, not on the test split")
     p.add_argument("--max_train_steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--train_batch_size", type=int, default=32, help="examples per process per micro-batch")
     p.add_argument("--eval_batch_size", type=int, default=100)
@@ -204,6 +213,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("give the training data: --dataset {" + ",".join(DATASETS) + "} or --train_data_dir PATH")
     if args.dataset is not None and args.train_data_dir is not None:
         raise ValueError("--dataset and --train_data_dir are exclusive (the config's training section gives both)")
+    if args.validation_split and args.dataset is None:
+        raise ValueError("--validation_split needs --dataset (--train_data_dir holds out 10 % of its images itself)")
     if args.dataset is not None and args.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
     for name in ("max_train_steps", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
@@ -246,6 +257,8 @@ def build_components(config: dict, args: argparse.Namespace) -> tuple[ARBackbone
     else:
         sched_cls = resolve_class("ncml", named, SDEScheduler, argname="--config scheduler._class_name") \
             if named is not None else VPSDEScheduler
+    if args.t_max is not None:
+        sched_cfg["t_max"] = args.t_max
     scheduler = sched_cls.from_config(sched_cfg)
 
     loss_cfg = dict(config.get("loss", {}))
@@ -255,9 +268,25 @@ def build_components(config: dict, args: argparse.Namespace) -> tuple[ARBackbone
         raise ValueError(f"--config: unknown key(s) {unknown} in 'loss'; known: {sorted(fields)}")
     if args.clean_fraction is not None:
         loss_cfg["clean_fraction"] = args.clean_fraction
-    if args.num_noise_levels is not None:
-        loss_cfg["num_noise_levels"] = args.num_noise_levels
+    for name in ("noise_distribution", "t_min", "num_noise_levels"):
+        if getattr(args, name) is not None:
+            loss_cfg[name] = getattr(args, name)
+    if args.init_from is not None:
+        init_weights(model, args.init_from)
     return model, scheduler, NCMLLoss(NCMLLossConfig(**loss_cfg))
+
+
+def init_weights(model: ARBackbone, path_or_repo_id: str) -> None:
+    """Copy the backbone weights of a saved pipeline (or a backbone folder) into ``model``; configs must match."""
+    from ncml.hub_utils import resolve_folder
+
+    folder = resolve_folder(path_or_repo_id)
+    sub = "backbone" if (folder / "backbone").is_dir() else None
+    source = type(model).from_pretrained(str(folder), subfolder=sub)
+    if config_to_dict(source.config) != config_to_dict(model.config):
+        raise ValueError(f"--init_from {path_or_repo_id}: its backbone config {config_to_dict(source.config)} differs "
+                         f"from this run's {config_to_dict(model.config)}")
+    model.load_state_dict(source.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,8 +305,8 @@ def load_data(args: argparse.Namespace, model: ARBackbone) -> Data:
     cfg = model.config
     if args.dataset is not None:
         source = f"--dataset {args.dataset}"
-        tr_x, tr_y = load_dataset(args.dataset, "train")
-        ev_x, ev_y = load_dataset(args.dataset, "test")
+        tr_x, tr_y = load_dataset(args.dataset, "train", exclude_validation=args.validation_split)
+        ev_x, ev_y = load_dataset(args.dataset, "validation" if args.validation_split else "test")
         name = args.dataset
     else:
         source = f"--train_data_dir {args.train_data_dir}"

