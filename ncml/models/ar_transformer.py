@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, check_backbone_config, check_int_field, sampling
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size, sampling
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -64,6 +64,20 @@ class ARTransformerConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"ARTransformerConfig.num_heads ({self.num_heads}) must divide "
                              f"hidden_size ({self.hidden_size})")
+        check_model_size(self, self.size_estimate)
+
+    @staticmethod
+    def size_estimate(sample_size, in_channels, num_layers, hidden_size, num_heads, mlp_ratio, nr_logistic_mix,
+                      num_classes, embedding_dim) -> tuple[int, int]:
+        """``(parameters + buffers, activations per image)`` of ``ARTransformerModel(config)`` from the fields alone
+        (ints); activations count the ``L × L`` attention weights of each head (the math attention kernel's)."""
+        d, e, r, length = hidden_size, embedding_dim, mlp_ratio, sample_size**2
+        adaln = 2 * d * (e + 1)
+        block = 2 * adaln + 4 * d * (d + 1) + 2 * r * d * d + r * d + d
+        parameters = (e // 2 + 2 * e * (e + 1) + e + (num_classes or 0) * e  # conditioning embedding
+                      + (in_channels + 2) * d + length * d  # input projection, start token, positions
+                      + num_layers * block + adaln + (d + 1) * num_params(in_channels, nr_logistic_mix))
+        return parameters, num_layers * length * ((12 + 3 * r) * d + 4 * length * num_heads)
 
 
 # ---- building blocks ------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ density of ``x_t`` reported as ``log pdf + log Δ`` (Δ the bin width), so both 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +28,67 @@ from .modeling_utils import ModelMixin
 class BackboneOutput:
     log_prob: torch.Tensor  # (B, C, H, W) per-dimension log-likelihood, nats
     params: torch.Tensor  # raw likelihood parameters from the network (layout is the backbone's own)
+
+
+#: Size limits of a backbone config, checked by :func:`check_model_size` when the config is created, i.e. before any
+#: weight is allocated, so that a corrupt or malicious ``config.json`` (``nr_resnet=10**9``) fails at once with a
+#: ``ValueError`` naming the field instead of exhausting memory. Both count numbers (elements), not bytes.
+#: ``MAX_PARAMETERS``: learnable parameters and buffers of the model (the default is about 20× PixelCNN++'s
+#: CIFAR-10 model; 4 GB in float32). ``MAX_ACTIVATIONS``: numbers one training forward pass keeps for the backward
+#: pass, per image (40 GB in float32: one image would not fit a single accelerator). To allow a larger model,
+#: set the environment variable ``NCML_MAX_PARAMETERS`` / ``NCML_MAX_ACTIVATIONS`` (an int; it takes precedence)
+#: or assign the module attribute, e.g. ``ncml.models.autoregressive.MAX_PARAMETERS = 10**10``.
+MAX_PARAMETERS = 10**9
+MAX_ACTIVATIONS = 10**10
+
+def size_limit(name: str) -> int:
+    """The limit ``name`` (``"MAX_PARAMETERS"`` or ``"MAX_ACTIVATIONS"``): ``$NCML_<name>`` if set, else the module
+    attribute. Raises ``ValueError`` naming the environment variable if it is not a positive int."""
+    env = f"NCML_{name}"
+    raw = os.environ.get(env)
+    if raw is None:
+        return int(globals()[name])
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {env} must be a positive int, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"environment variable {env} must be a positive int, got {raw!r}")
+    return value
+
+
+def _count(n: int) -> str:
+    """``n`` for a message: exact when short, else in scientific notation (also beyond float range)."""
+    if n < 10**6:
+        return str(n)
+    return f"{float(n):.3g}" if n.bit_length() < 1000 else f"~2^{n.bit_length() - 1}"
+
+
+def check_model_size(config, estimate: Callable[..., tuple[int, int]]) -> None:
+    """Raise ``ValueError`` if the model ``config`` describes would exceed :data:`MAX_PARAMETERS` or
+    :data:`MAX_ACTIVATIONS` (see there for how to raise them); call it last in a config's ``__post_init__``.
+
+    ``estimate(**fields)`` returns ``(parameters, activations per image)`` of the model as exact Python ints from the
+    config fields its signature names (validated ints, or ``None``), without allocating anything. The error names
+    the field that inflates the estimate most: the one whose reduction to 1 shrinks it most.
+    """
+    values = {name: getattr(config, name) for name in inspect.signature(estimate).parameters}
+    sizes = estimate(**values)
+    for index, (limit_name, what) in enumerate((("MAX_PARAMETERS", "parameters"),
+                                                ("MAX_ACTIVATIONS", "activations per image"))):
+        limit = size_limit(limit_name)
+        if sizes[index] <= limit:
+            continue
+        candidates = [n for n, v in values.items() if isinstance(v, int) and not isinstance(v, bool) and v > 1]
+        field = min(candidates, key=lambda n: estimate(**{**values, n: 1})[index])
+        value = values[field]
+        shown = str(value) if value.bit_length() <= 64 else _count(value)
+        raise ValueError(
+            f"{type(config).__name__}.{field}={shown} makes the model too large: about {_count(sizes[index])} "
+            f"{what}, over the limit {limit_name}={_count(limit)} (nothing was allocated). If this size is intended, "
+            f"raise the limit with the environment variable NCML_{limit_name} or "
+            f"ncml.models.autoregressive.{limit_name}."
+        )
 
 
 def check_int_field(config, name: str, lo: int, hi: int | None = None) -> None:

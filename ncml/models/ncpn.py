@@ -35,7 +35,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
 from .. import utils
-from .autoregressive import ARBackbone, check_backbone_config, check_int_field, sampling
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size, sampling
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -62,6 +62,32 @@ class NCPNConfig:
         if self.attention_heads and self.nr_filters % self.attention_heads:
             raise ValueError(f"NCPNConfig.attention_heads ({self.attention_heads}) must divide "
                              f"nr_filters ({self.nr_filters})")
+        check_model_size(self, self.size_estimate)
+
+    @staticmethod
+    def size_estimate(sample_size, in_channels, nr_resnet, nr_filters, nr_logistic_mix, attention_heads, num_classes,
+                      embedding_dim) -> tuple[int, int]:
+        """``(parameters + buffers, activations per image)`` of ``NCPNModel(config)`` from the fields alone (ints)."""
+        nf, nr, e = nr_filters, nr_resnet, embedding_dim
+
+        def conv(cin, cout, k):  # weight-normalised: direction, norm, bias
+            return cout * cin * k + 2 * cout
+
+        def resnet(k, skip):  # k: kernel size (2×3 or 2×2), skip: channels of the skip input
+            skip_params = conv(2 * skip, nf, 1) if skip else 0
+            return conv(2 * nf, nf, k) + skip_params + conv(2 * nf, 2 * nf, k) + 2 * nf * (e + 1)
+
+        attention = 2 * (2 * nf + 4 * nf * nf + 4 * nf) if attention_heads else 0
+        parameters = (e // 2 + 2 * e * (e + 1) + e + (num_classes or 0) * e  # conditioning embedding
+                      + sum(conv(in_channels + 1, nf, k) for k in (6, 3, 2))  # the three input convolutions
+                      + 3 * nr * (resnet(6, 0) + resnet(4, nf) + attention)  # up pass
+                      + (3 * nr + 2) * (resnet(6, nf) + resnet(4, 2 * nf) + attention)  # down pass
+                      + 4 * (conv(nf, nf, 6) + conv(nf, nf, 4))  # down- and upsampling
+                      + conv(nf, num_params(in_channels, nr_logistic_mix), 1))
+        areas = [(-(-sample_size // 2**level)) ** 2 for level in range(3)]  # H·W at each resolution
+        positions = nr * sum(areas) + nr * areas[2] + (nr + 1) * (areas[1] + areas[0])  # one per resnet pair
+        # a (u, ul) resnet pair keeps about 36 numbers per channel and position for backward, 52 with attention
+        return parameters, (36 + (16 if attention_heads else 0)) * nf * positions
 
 
 # ---- shifted convolutions (PixelCNN++) ------------------------------------------------------------

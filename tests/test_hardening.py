@@ -1,0 +1,120 @@
+"""Loading and input validation: bad input raises a clear ``ValueError``/``TypeError`` naming the argument, file or
+field, before anything large is allocated; nothing is silently coerced or defaulted."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import ncml
+from ncml import ARTransformerConfig, ARTransformerModel, NCMLPipeline, NCPNConfig, NCPNModel, Pipeline, SDEScheduler
+from ncml.configuration_utils import resolve_class
+from ncml.models import autoregressive
+
+TINY_NCPN = dict(sample_size=4, in_channels=1, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, attention_heads=2,
+                 dropout=0.0, embedding_dim=8)
+TINY_TRANSFORMER = dict(sample_size=4, in_channels=1, num_layers=1, hidden_size=8, num_heads=2, nr_logistic_mix=2,
+                        embedding_dim=8)
+
+
+class VPSDEScheduler(SDEScheduler):
+    """A user's scheduler that happens to share the name of ncml's ``VPSDEScheduler`` (never used to sample)."""
+
+
+USER_PACKAGE = VPSDEScheduler.__module__.split(".")[0]
+NCML_VP = ncml.VPSDEScheduler
+
+
+def tiny_ncpn() -> NCPNModel:
+    return NCPNModel(NCPNConfig(**TINY_NCPN)).eval()
+
+
+def tiny_transformer() -> ARTransformerModel:
+    return ARTransformerModel(ARTransformerConfig(**TINY_TRANSFORMER)).eval()
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hardening") / "pipe"
+    NCMLPipeline(tiny_ncpn(), NCML_VP(t_max=0.1)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def pipeline_copy(saved_pipeline, tmp_path):
+    folder = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, folder)
+    return folder
+
+
+def edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+
+
+# ---- 1. config size limits ------------------------------------------------------------------------------
+NCPN_SIZE_FIELDS = ["nr_resnet", "nr_filters", "embedding_dim", "nr_logistic_mix", "sample_size", "num_classes"]
+TRANSFORMER_SIZE_FIELDS = ["num_layers", "hidden_size", "mlp_ratio", "embedding_dim", "nr_logistic_mix",
+                           "sample_size", "num_classes"]
+
+
+@pytest.mark.parametrize("value", [10**9, 2**70, 10**300])
+@pytest.mark.parametrize("config_class, field", [(NCPNConfig, f) for f in NCPN_SIZE_FIELDS]
+                         + [(ARTransformerConfig, f) for f in TRANSFORMER_SIZE_FIELDS])
+def test_huge_config_sizes_are_refused_naming_the_field(config_class, field, value):
+    overrides = {"num_heads": 1} if field == "hidden_size" else {}
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"{config_class.__name__}\.{field}=.*too large.*NCML_MAX_"):
+        config_class(**{field: value}, **overrides)
+    assert time.perf_counter() - start < 0.25
+
+
+def test_huge_config_file_fails_fast_before_allocating(tmp_path):
+    NCPNModel(NCPNConfig(**TINY_NCPN)).save_pretrained(tmp_path)
+    edit_json(tmp_path / "config.json", nr_resnet=10**9)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"NCPNConfig\.nr_resnet=1000000000 makes the model too large"):
+        NCPNModel.from_pretrained(tmp_path)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_size_limits_can_be_raised_or_lowered(monkeypatch):
+    huge = dict(nr_resnet=10**6)  # ~1.3e13 parameters
+    with pytest.raises(ValueError, match="MAX_PARAMETERS"):
+        NCPNConfig(**huge)
+    monkeypatch.setenv("NCML_MAX_PARAMETERS", str(10**14))
+    monkeypatch.setenv("NCML_MAX_ACTIVATIONS", str(10**20))
+    assert NCPNConfig(**huge).nr_resnet == 10**6  # only the config: nothing is allocated
+    monkeypatch.delenv("NCML_MAX_PARAMETERS")
+    monkeypatch.setattr(autoregressive, "MAX_PARAMETERS", 10**14)
+    assert NCPNConfig(**huge).nr_resnet == 10**6
+    monkeypatch.setattr(autoregressive, "MAX_PARAMETERS", 1000)
+    with pytest.raises(ValueError, match=r"ARTransformerConfig\.\w+=.*limit MAX_PARAMETERS=1000"):
+        ARTransformerConfig(**TINY_TRANSFORMER)
+    monkeypatch.setattr(autoregressive, "MAX_PARAMETERS", 10**9)
+    monkeypatch.setenv("NCML_MAX_ACTIVATIONS", "lots")
+    with pytest.raises(ValueError, match="NCML_MAX_ACTIVATIONS must be a positive int"):
+        NCPNConfig(**TINY_NCPN)
+
+
+@pytest.mark.parametrize("config", [NCPNConfig(**TINY_NCPN, num_classes=3),
+                                    NCPNConfig(**{**TINY_NCPN, "in_channels": 3, "attention_heads": 0}),
+                                    ARTransformerConfig(), ARTransformerConfig(**TINY_TRANSFORMER, num_classes=3)])
+def test_parameter_estimate_matches_the_built_model(config):
+    model = (NCPNModel if isinstance(config, NCPNConfig) else ARTransformerModel)(config)
+    fields = {name: getattr(config, name) for name in inspect.signature(config.size_estimate).parameters}
+    parameters, activations = config.size_estimate(**fields)
+    actual = sum(v.numel() for v in model.state_dict().values())
+    assert parameters == pytest.approx(actual, rel=0.1)
+    assert 0 < activations < autoregressive.MAX_ACTIVATIONS
