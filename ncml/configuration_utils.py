@@ -3,6 +3,9 @@
 A component's configuration is a ``@dataclass(frozen=True)`` of JSON types (``config_class``). It is
 written as JSON with ``_class_name`` and ``_ncml_version`` and read back strictly: unknown keys, a
 config of another class or a value of the wrong type raise, nothing is dropped or reset silently.
+A config *file* (``from_pretrained``) must also list every field: a missing one raises rather than taking
+the dataclass default, which may differ from the value the component was trained with. A dict passed to
+``from_config`` in code may leave fields out; they take their defaults.
 
 Classes are resolved by name only from a registry of ``ConfigMixin`` subclasses that are already
 imported (ncml's own, plus user subclasses such as a custom ``SDEScheduler``): nothing is imported
@@ -61,8 +64,13 @@ def _to_json(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def config_from_dict(config_class: type, data: dict[str, Any], *, argname: str = "config") -> Any:
-    """Build ``config_class`` from a JSON dict; keys starting with ``_`` are metadata and skipped."""
+def config_from_dict(config_class: type, data: dict[str, Any], *, argname: str = "config",
+                     require_all: bool = False) -> Any:
+    """Build ``config_class`` from a JSON dict; keys starting with ``_`` are metadata and skipped.
+
+    Unknown keys raise ``ValueError``. With ``require_all=True`` (for dicts read from a saved file) a missing field
+    raises ``ValueError`` naming it; otherwise missing fields take the dataclass defaults.
+    """
     if not isinstance(data, dict):
         raise TypeError(f"{argname} must be a dict or {config_class.__name__}, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(config_class)}
@@ -70,6 +78,10 @@ def config_from_dict(config_class: type, data: dict[str, Any], *, argname: str =
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"{argname}: unknown key(s) {unknown} for {config_class.__name__}; known: {sorted(fields)}")
+    missing = [name for name in fields if name not in values]
+    if require_all and missing:
+        raise ValueError(f"{argname}: missing field(s) {missing} of {config_class.__name__}; a saved config must "
+                         "list every field (defaults apply only to dicts passed to from_config)")
     hints = typing.get_type_hints(config_class)
     kwargs = {k: _check_type(f"{argname}.{k}", v, hints[k]) for k, v in values.items()}
     return config_class(**kwargs)
@@ -135,16 +147,22 @@ class ConfigMixin:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_config(cls: type[T], config: dict | Any) -> T:
-        """Build from a config dataclass or a JSON dict (unknown keys raise ``ValueError``)."""
+        """Build from a config dataclass or a JSON dict (unknown keys raise ``ValueError``).
+
+        Fields missing from a dict take their defaults; ``from_pretrained`` instead requires every field.
+        """
+        return cls._from_config_object(cls._config_object(config, argname="config", require_all=False))
+
+    @classmethod
+    def _config_object(cls, config: dict | Any, *, argname: str, require_all: bool) -> Any:
         if isinstance(config, dict):
             name = config.get("_class_name")
             if name is not None and name != cls.__name__:
-                raise ValueError(f"config: this config is for class {name!r}, not {cls.__name__!r}")
-            config = config_from_dict(cls.config_class, config)
-        elif not isinstance(config, cls.config_class):
-            raise TypeError(
-                f"config must be a dict or {cls.config_class.__name__}, got {type(config).__name__}")
-        return cls._from_config_object(config)
+                raise ValueError(f"{argname}: this config is for class {name!r}, not {cls.__name__!r}")
+            return config_from_dict(cls.config_class, config, argname=argname, require_all=require_all)
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"{argname} must be a dict or {cls.config_class.__name__}, got {type(config).__name__}")
+        return config
 
     @classmethod
     def _from_config_object(cls: type[T], config: Any) -> T:
@@ -171,10 +189,15 @@ class ConfigMixin:
                         subfolder: str | None = None, revision: str | None = None,
                         cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
                         local_files_only: bool = False) -> T:
-        """Load from a local folder or a Hub repo id (resolved from the local cache when offline)."""
+        """Load from a local folder or a Hub repo id (resolved from the local cache when offline).
+
+        The config file must name every field of ``config_class`` (a missing one raises ``ValueError``).
+        """
         folder = hub_utils.resolve_folder(pretrained_model_name_or_path, subfolder=subfolder, revision=revision,
                                           cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-        obj = cls.from_config(cls.load_config(folder))
+        config = cls._config_object(cls.load_config(folder), argname=str(Path(folder) / cls.config_name),
+                                    require_all=True)
+        obj = cls._from_config_object(config)
         obj._load_state(folder)
         return obj
 

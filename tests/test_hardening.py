@@ -23,11 +23,6 @@ TINY_TRANSFORMER = dict(sample_size=4, in_channels=1, num_layers=1, hidden_size=
                         embedding_dim=8)
 
 
-class VPSDEScheduler(SDEScheduler):
-    """A user's scheduler that happens to share the name of ncml's ``VPSDEScheduler`` (never used to sample)."""
-
-
-USER_PACKAGE = VPSDEScheduler.__module__.split(".")[0]
 NCML_VP = ncml.VPSDEScheduler
 
 
@@ -118,3 +113,24 @@ def test_parameter_estimate_matches_the_built_model(config):
     actual = sum(v.numel() for v in model.state_dict().values())
     assert parameters == pytest.approx(actual, rel=0.1)
     assert 0 < activations < autoregressive.MAX_ACTIVATIONS
+
+
+# ---- 2. saved configs must list every field -------------------------------------------------------------
+def test_scheduler_file_with_a_missing_field_is_refused(tmp_path):
+    NCML_VP(t_max=0.1, beta_max=15.0).save_pretrained(tmp_path)
+    edit_json(tmp_path / "scheduler_config.json", beta_max=None)
+    with pytest.raises(ValueError, match=r"scheduler_config\.json.*missing field\(s\) \['beta_max'\]"):
+        NCML_VP.from_pretrained(tmp_path)
+
+
+def test_backbone_file_with_a_missing_field_is_refused_also_through_a_pipeline(pipeline_copy):
+    edit_json(pipeline_copy / "backbone" / "config.json", embedding_dim=None)
+    with pytest.raises(ValueError, match=r"backbone.config\.json.*missing field\(s\) \['embedding_dim'\]"):
+        NCMLPipeline.from_pretrained(pipeline_copy)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        NCPNModel.from_pretrained(pipeline_copy / "backbone")
+
+
+def test_from_config_of_a_user_dict_keeps_defaults():
+    assert NCML_VP.from_config({"t_max": 0.5}).config == NCML_VP(t_max=0.5).config
+    assert NCPNModel.from_config(dict(TINY_NCPN, _class_name="NCPNModel")).config.num_classes is None
