@@ -123,13 +123,33 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: Path, argname: str = "path") -> dict:
+    """The JSON object in ``path``. Raises ``ValueError`` naming ``argname`` and the file if it is not UTF-8, not
+    valid JSON (``NaN``/``Infinity`` included: they are not JSON), repeats a key, or does not hold an object."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{argname}: {path} is not UTF-8 text ({e})") from e
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except ValueError as e:  # JSONDecodeError, an int too long to convert, and the two hooks' errors
         raise ValueError(f"{argname}: {path} is not valid JSON ({e})") from e
     if not isinstance(data, dict):
         raise ValueError(f"{argname}: {path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen, repeated = set(), set()
+        for k, _ in pairs:
+            (repeated if k in seen else seen).add(k)
+        raise ValueError(f"key(s) {sorted(repeated)} appear more than once in one object")
+    return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def model_card_text(*, title: str, summary: str, tags: list[str] | None = None, datasets: list[str] | None = None,

@@ -134,3 +134,19 @@ def test_backbone_file_with_a_missing_field_is_refused_also_through_a_pipeline(p
 def test_from_config_of_a_user_dict_keeps_defaults():
     assert NCML_VP.from_config({"t_max": 0.5}).config == NCML_VP(t_max=0.5).config
     assert NCPNModel.from_config(dict(TINY_NCPN, _class_name="NCPNModel")).config.num_classes is None
+
+
+# ---- 3. config files that are not UTF-8 JSON objects ----------------------------------------------------
+@pytest.mark.parametrize("content, match", [
+    (b'{"t_max": 0.1, "beta_min": 0.1, "beta_max": 20.0, "_class_name": "VPSDESch\xe9duler"}', "not UTF-8"),
+    (b'{"t_max": 0.1,', "not valid JSON"),
+    (b'{"t_max": NaN, "beta_min": 0.1, "beta_max": 20.0}', "NaN is not a JSON value"),
+    (b'{"t_max": 0.1, "t_max": 0.2, "beta_min": 0.1, "beta_max": 20.0}', r"\['t_max'\] appear more than once"),
+    (b'[0.1, 0.1, 20.0]', "must hold a JSON object"),
+    (b'{"t_max": 1' + b"0" * 5000 + b"}", "not valid JSON"),
+])
+def test_bad_config_files_are_refused_naming_the_file(tmp_path, content, match):
+    (tmp_path / "scheduler_config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=match) as info:
+        NCML_VP.from_pretrained(tmp_path)
+    assert str(tmp_path / "scheduler_config.json") in str(info.value)
