@@ -78,19 +78,24 @@ def _snapshot(repo_id, revision, cache_dir, token, local_files_only) -> str:
 
 
 def refuse_pickles(folder: Path, expected: str) -> None:
-    """Raise if ``expected`` is missing from ``folder``; name any pickled checkpoint found instead.
+    """Raise if the file ``expected`` is missing from ``folder``, naming its full path; if the folder holds pickled
+    checkpoints (files that exist there) instead, say so and refuse them.
 
     ncml never unpickles: a ``.bin``/``.pt`` file can run arbitrary code when loaded.
     """
-    if (folder / expected).is_file():
+    path = Path(folder) / expected
+    if path.is_file():
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if path.exists():
+        raise ValueError(f"{path} is not a regular file (expected the weights file {expected!r})")
+    pickles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES) \
+        if folder.is_dir() else []
     if pickles:
         raise ValueError(
-            f"{folder} holds pickled checkpoint(s) {pickles} but no {expected!r}; ncml loads safetensors only "
-            "and refuses to unpickle. Convert the weights with safetensors.torch.save_file."
+            f"{path} is missing; the folder holds pickled checkpoint(s) {pickles} instead, but ncml loads "
+            "safetensors only and refuses to unpickle. Convert the weights with safetensors.torch.save_file."
         )
-    raise FileNotFoundError(f"{folder} has no {expected!r}")
+    raise FileNotFoundError(f"{path} is missing: the folder has no {expected!r} (deleted or never saved?)")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

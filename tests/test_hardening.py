@@ -150,3 +150,55 @@ def test_bad_config_files_are_refused_naming_the_file(tmp_path, content, match):
     with pytest.raises(ValueError, match=match) as info:
         NCML_VP.from_pretrained(tmp_path)
     assert str(tmp_path / "scheduler_config.json") in str(info.value)
+
+
+# ---- 4. weights: wrong dtype, non-finite, missing or damaged files ---------------------------------------
+def rewrite_weights(folder, key, change):
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    state[key] = change(state[key])
+    save_file(state, str(path))
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda v: v.to(torch.int32), r"dtype torch\.int32, model expects torch\.float32"),
+    (lambda v: torch.full_like(v, float("nan")), "NaN"),
+    (lambda v: v.index_fill(0, torch.tensor([0]), float("inf")), "inf"),
+])
+def test_bad_weight_tensors_are_refused_naming_the_tensor(tmp_path, change, match):
+    model = tiny_ncpn()
+    model.save_pretrained(tmp_path)
+    key = "head.linear.bias"
+    assert key in model.state_dict()
+    rewrite_weights(tmp_path, key, change)
+    with pytest.raises(ValueError, match=rf"state_dict\['{key}'\].*{match}|{match}.*state_dict\['{key}'\]"):
+        NCPNModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=key):
+        model.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
+
+
+def test_half_precision_weights_still_load(tmp_path):
+    model = tiny_ncpn()
+    model.save_pretrained(tmp_path)
+    rewrite_weights(tmp_path, "head.linear.bias", lambda v: v.half())
+    loaded = NCPNModel.from_pretrained(tmp_path)
+    assert loaded.head.linear.bias.dtype == torch.float32
+
+
+def test_deleted_weights_name_the_missing_file(pipeline_copy):
+    (pipeline_copy / "backbone" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        NCMLPipeline.from_pretrained(pipeline_copy)
+    message = str(info.value)
+    assert str(pipeline_copy / "backbone" / "model.safetensors") in message and "missing" in message
+    assert ".bin" not in message
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 16, 4])
+def test_truncated_weights_name_the_file(pipeline_copy, keep):
+    path = pipeline_copy / "backbone" / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(ValueError, match="truncated or corrupt") as info:
+        NCMLPipeline.from_pretrained(pipeline_copy)
+    assert str(path) in str(info.value)
