@@ -7,9 +7,10 @@ A config *file* (``from_pretrained``) must also list every field: a missing one 
 the dataclass default, which may differ from the value the component was trained with. A dict passed to
 ``from_config`` in code may leave fields out; they take their defaults.
 
-Classes are resolved by name only from a registry of ``ConfigMixin`` subclasses that are already
-imported (ncml's own, plus user subclasses such as a custom ``SDEScheduler``): nothing is imported
-because a JSON file says so.
+Classes are resolved by ``(top-level package, class name)`` only, from a registry of ``ConfigMixin``
+subclasses that are already imported (ncml's own, plus user subclasses such as a custom ``SDEScheduler``):
+nothing is imported because a JSON file says so, and a user class named like one of ncml's does not
+replace it.
 """
 
 from __future__ import annotations
@@ -26,27 +27,34 @@ from . import hub_utils
 
 T = TypeVar("T", bound="ConfigMixin")
 
-_REGISTRY: dict[str, type] = {}
+# (top-level package of the defining module, class name) -> class; see register_class
+_REGISTRY: dict[tuple[str, str], type] = {}
 
 
 def register_class(cls: type) -> None:
-    _REGISTRY[cls.__name__] = cls
+    """Make ``cls`` resolvable as ``[package, cls.__name__]``, ``package`` the top-level package of its module.
+
+    Keyed by package and name, so a user class named like an ncml class (``class VPSDEScheduler(SDEScheduler)``
+    in a user module) is registered beside ncml's, never in its place.
+    """
+    _REGISTRY[(cls.__module__.split(".")[0], cls.__name__)] = cls
 
 
 def resolve_class(library: str, class_name: str, base: type, *, argname: str) -> type:
     """Look up ``[library, class_name]`` (as written in ``model_index.json``) without importing anything.
 
-    ``library`` is the top-level package of the class: ``"ncml"`` for ncml's own classes (taken from a fixed
-    table), or the package of a user subclass (e.g. a custom ``SDEScheduler``) that is already imported.
+    ``library`` is the top-level package of the class: ``"ncml"`` for ncml's own classes (its public ones are taken
+    from a fixed table), or the package of a user subclass (e.g. a custom ``SDEScheduler``) that is already imported.
     """
+    cls = None
     if library == "ncml":
         import ncml
 
         if class_name in ncml._LAZY:  # a fixed table of ncml's own public classes
-            getattr(ncml, class_name)
-    cls = _REGISTRY.get(class_name)
-    top = cls.__module__.split(".")[0] if cls is not None else None
-    if cls is None or library != top:
+            cls = getattr(ncml, class_name)
+    if cls is None:
+        cls = _REGISTRY.get((library, class_name))
+    if not isinstance(cls, type):
         raise ValueError(
             f"{argname}: class [{library!r}, {class_name!r}] is not an ncml class (only ncml classes and imported "
             f"subclasses of ncml base classes are resolved; nothing is imported by name)"

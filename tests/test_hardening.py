@@ -202,3 +202,29 @@ def test_truncated_weights_name_the_file(pipeline_copy, keep):
     with pytest.raises(ValueError, match="truncated or corrupt") as info:
         NCMLPipeline.from_pretrained(pipeline_copy)
     assert str(path) in str(info.value)
+
+
+# ---- 5. the class registry cannot be shadowed by a user class of the same name ---------------------------
+class VPSDEScheduler(SDEScheduler):
+    """A user's scheduler that happens to share the name of ncml's ``VPSDEScheduler`` (never used to sample)."""
+
+
+USER_PACKAGE = VPSDEScheduler.__module__.split(".")[0]
+
+
+def test_a_user_class_named_like_an_ncml_class_does_not_replace_it(saved_pipeline):
+    assert VPSDEScheduler is not NCML_VP
+    assert resolve_class("ncml", "VPSDEScheduler", SDEScheduler, argname="x") is NCML_VP
+    assert resolve_class(USER_PACKAGE, "VPSDEScheduler", SDEScheduler, argname="x") is VPSDEScheduler
+    pipe = Pipeline.from_pretrained(saved_pipeline)
+    assert type(pipe.scheduler) is NCML_VP and type(pipe) is NCMLPipeline
+
+
+def test_user_subclasses_still_resolve_by_their_package():
+    from custom_sde import CosineVPSDEScheduler
+
+    assert resolve_class("custom_sde", "CosineVPSDEScheduler", SDEScheduler, argname="x") is CosineVPSDEScheduler
+    with pytest.raises(ValueError, match="not an ncml class"):
+        resolve_class("ncml", "CosineVPSDEScheduler", SDEScheduler, argname="x")
+    with pytest.raises(ValueError, match="not an ncml class"):
+        resolve_class("ncml", "pretrained", SDEScheduler, argname="x")  # a public function, not a class
