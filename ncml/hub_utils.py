@@ -28,6 +28,8 @@ def resolve_folder(
 
     A repo id is resolved with ``huggingface_hub.snapshot_download``; with ``HF_HUB_OFFLINE=1`` or
     ``local_files_only=True`` it is taken from the local Hub cache and nothing is downloaded.
+    ``subfolder`` is a relative path inside that folder; one that leads outside it (``".."``, an absolute path
+    elsewhere) raises ``ValueError``.
     """
     if not isinstance(path_or_repo_id, (str, os.PathLike)):
         raise TypeError(f"path_or_repo_id must be a str or path, got {type(path_or_repo_id).__name__}")
@@ -40,11 +42,30 @@ def resolve_folder(
         raise FileNotFoundError(f"path_or_repo_id={str(path_or_repo_id)!r}: no such folder")
     else:
         folder = Path(_snapshot(str(path_or_repo_id), revision, cache_dir, token, local_files_only))
-    if subfolder:
-        folder = folder / subfolder
-        if not folder.is_dir():
-            raise FileNotFoundError(f"subfolder={subfolder!r} does not exist in {str(path_or_repo_id)!r}")
+    if subfolder is not None:
+        folder = _subfolder(folder, subfolder, path_or_repo_id)
     return folder
+
+
+def _subfolder(folder: Path, subfolder, path_or_repo_id) -> Path:
+    """``folder / subfolder``, refused (``ValueError``) unless it stays inside ``folder`` after normalising ``..``.
+
+    The check is on the path as written (symbolic links inside the folder are followed as usual).
+    """
+    if not isinstance(subfolder, (str, os.PathLike)):
+        raise TypeError(f"subfolder must be a str (a path inside {str(path_or_repo_id)!r}), "
+                        f"got {type(subfolder).__name__}")
+    if not str(subfolder):
+        return folder
+    root = os.path.normpath(os.path.abspath(folder))
+    target = os.path.normpath(os.path.join(root, subfolder))  # an absolute subfolder replaces root here
+    if not Path(target).is_relative_to(root):
+        raise ValueError(f"subfolder={str(subfolder)!r} leads outside the folder {str(path_or_repo_id)!r} ({root}); "
+                         "it must be a path inside it")
+    result = folder / os.path.relpath(target, root)
+    if not result.is_dir():
+        raise FileNotFoundError(f"subfolder={str(subfolder)!r} does not exist in {str(path_or_repo_id)!r}")
+    return result
 
 
 def _looks_like_path(s: str) -> bool:

@@ -228,3 +228,38 @@ def test_user_subclasses_still_resolve_by_their_package():
         resolve_class("ncml", "CosineVPSDEScheduler", SDEScheduler, argname="x")
     with pytest.raises(ValueError, match="not an ncml class"):
         resolve_class("ncml", "pretrained", SDEScheduler, argname="x")  # a public function, not a class
+
+
+# ---- 6. pipeline folders: unknown components, subfolders outside the folder -----------------------------
+def test_unknown_component_in_model_index_is_refused(pipeline_copy):
+    edit_json(pipeline_copy / "model_index.json", vae=["ncml", "NCPNModel"])
+    with pytest.raises(ValueError, match=r"model_index\.json.*unknown component\(s\) \['vae'\]"):
+        NCMLPipeline.from_pretrained(pipeline_copy)
+    edit_json(pipeline_copy / "model_index.json", vae=None, _comment="metadata keys start with _")
+    assert type(NCMLPipeline.from_pretrained(pipeline_copy).scheduler) is NCML_VP
+
+
+@pytest.mark.parametrize("load, subfolder", [
+    (lambda path, sub: NCMLPipeline.from_pretrained(path, subfolder=sub), "../other"),
+    (lambda path, sub: NCPNModel.from_pretrained(path, subfolder=sub), "backbone/../../other/backbone"),
+    (lambda path, sub: NCML_VP.from_pretrained(path, subfolder=sub), "ABSOLUTE"),
+])
+def test_subfolder_outside_the_folder_is_refused(tmp_path, saved_pipeline, load, subfolder):
+    root, other = tmp_path / "root", tmp_path / "other"
+    shutil.copytree(saved_pipeline, root)
+    shutil.copytree(saved_pipeline, other)  # a valid folder: only the check can refuse it
+    if subfolder == "ABSOLUTE":
+        subfolder = str(other / "scheduler")
+    with pytest.raises(ValueError, match=r"subfolder=.*outside the folder") as info:
+        load(root, subfolder)
+    assert str(root) in str(info.value)
+
+
+def test_subfolders_inside_the_folder_still_load(tmp_path, saved_pipeline):
+    root = tmp_path / "root"
+    shutil.copytree(saved_pipeline, tmp_path / "root" / "nested")
+    assert type(NCMLPipeline.from_pretrained(root, subfolder="nested")) is NCMLPipeline
+    assert NCML_VP.from_pretrained(root, subfolder="nested/backbone/../scheduler").config.t_max == 0.1
+    assert NCML_VP.from_pretrained(root, subfolder=str(root / "nested" / "scheduler")).config.t_max == 0.1
+    with pytest.raises(TypeError, match="subfolder must be a str"):
+        NCML_VP.from_pretrained(root, subfolder=3)
