@@ -263,3 +263,31 @@ def test_subfolders_inside_the_folder_still_load(tmp_path, saved_pipeline):
     assert NCML_VP.from_pretrained(root, subfolder=str(root / "nested" / "scheduler")).config.t_max == 0.1
     with pytest.raises(TypeError, match="subfolder must be a str"):
         NCML_VP.from_pretrained(root, subfolder=3)
+
+
+# ---- 7. non-finite and absurd model inputs ---------------------------------------------------------------
+@pytest.mark.parametrize("make", [tiny_ncpn, tiny_transformer])
+@pytest.mark.parametrize("value, t, match", [
+    (float("inf"), 0.05, r"x must be finite.*0 NaN and 1 ±inf"),
+    (-float("inf"), 0.0, r"x must be finite.*0 NaN and 1 ±inf"),
+    (float("nan"), 0.05, r"x must be finite.*1 NaN"),
+    (1e30, 0.05, r"x must have \|values\| <= 1e\+06.*1e\+30"),
+])
+def test_non_finite_or_huge_inputs_are_refused(make, value, t, match):
+    model = make()
+    x = torch.zeros(2, *model.image_shape)
+    x[1, 0, 1, 2] = value
+    with pytest.raises(ValueError, match=match):
+        model.log_prob(x, t)
+    with pytest.raises(ValueError, match=match):
+        model.score(x, t)
+    known_match = match.replace("x must", "known must")
+    with pytest.raises(ValueError, match=known_match):
+        model.sample(2, t, known=x, known_mask=torch.ones_like(x), progress=False)
+
+
+def test_large_but_plausible_noisy_inputs_still_work():
+    model = tiny_ncpn()
+    x = torch.zeros(2, *model.image_shape)
+    x[1, 0, 1, 2] = 1e5
+    assert torch.isfinite(model.score(x, 0.05)).all()

@@ -41,6 +41,13 @@ class BackboneOutput:
 MAX_PARAMETERS = 10**9
 MAX_ACTIVATIONS = 10**10
 
+#: Largest ``|x|`` a backbone accepts where ``t > 0`` (where ``t == 0``, ``x`` lies in ``[-1, 1]``). Noisy inputs
+#: are ``m(t)·x_0 + s(t)·ε`` with ``x_0`` in ``[-1, 1]`` and ``s(t)`` at most the SDE's largest noise std (VE:
+#: σ_max, tens to a few thousand), so larger values are not inputs the model was trained on; float32 networks
+#: overflow to inf/NaN well before float32's own limit (NCPN near 1e20). Raise it by assigning the module attribute.
+MAX_INPUT_MAGNITUDE = 1e6
+
+
 def size_limit(name: str) -> int:
     """The limit ``name`` (``"MAX_PARAMETERS"`` or ``"MAX_ACTIVATIONS"``): ``$NCML_<name>`` if set, else the module
     attribute. Raises ``ValueError`` naming the environment variable if it is not a positive int."""
@@ -89,6 +96,20 @@ def check_model_size(config, estimate: Callable[..., tuple[int, int]]) -> None:
             f"raise the limit with the environment variable NCML_{limit_name} or "
             f"ncml.models.autoregressive.{limit_name}."
         )
+
+
+def check_finite(name: str, x: torch.Tensor, max_magnitude: float | None = None) -> None:
+    """Raise ``ValueError`` naming ``name`` if float tensor ``x`` holds NaN or ±inf, or a value with
+    ``|value| > max_magnitude`` (default :data:`MAX_INPUT_MAGNITUDE`)."""
+    limit = MAX_INPUT_MAGNITUDE if max_magnitude is None else max_magnitude
+    magnitude = x.detach().abs()
+    if bool((magnitude <= limit).all()):  # one pass; False for NaN as well
+        return
+    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    if nan or inf:
+        raise ValueError(f"{name} must be finite, but it contains {nan} NaN and {inf} ±inf value(s)")
+    raise ValueError(f"{name} must have |values| <= {limit:g} (MAX_INPUT_MAGNITUDE), got values up to "
+                     f"{magnitude.max().item():.3g}; model-space inputs are x_0 in [-1, 1] plus SDE noise")
 
 
 def check_int_field(config, name: str, lo: int, hi: int | None = None) -> None:
@@ -298,8 +319,7 @@ class ARBackbone(ModelMixin):
                             "(convert uint8 images with ncml.data.to_model_space)")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
-        if torch.isnan(x).any():
-            raise ValueError("x contains NaN")
+        check_finite("x", x)
         t = self.check_time(t, x.shape[0], device=x.device)
         clean = t == 0
         if clean.any():
@@ -326,8 +346,7 @@ class ARBackbone(ModelMixin):
                 raise ValueError(f"{name} must have shape {shape}, got {tuple(v.shape)}")
         if not known.dtype.is_floating_point:
             raise TypeError(f"known must be a float tensor in model space, got dtype {known.dtype}")
-        if torch.isnan(known).any():
-            raise ValueError("known contains NaN")
+        check_finite("known", known)
         mask = known_mask.to(device=device)
         if not ((mask == 0) | (mask == 1)).all():
             raise ValueError("known_mask must hold only 0 and 1 (1 = keep)")
