@@ -14,13 +14,24 @@ or the sampler settings is measured on the 500 validation digits; the test digit
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
 import ncml
+from ncml import NCMLPipeline
+from ncml.data import load_dataset, to_model_space, to_uint8
+from ncml.evaluation import bits_per_dim, classifier_features, frechet_distance, make_grid, noise_robustness
+from ncml.pipelines.refinement import refine
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "examples" / "train_ncml.py"
@@ -74,17 +85,181 @@ def train_all(variants: list[str], out: Path, steps: int, eval_steps: int, jobs:
         list(pool.map(run, variants))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# evaluation on the validation digits
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Refinement:
+    """One refinement setting of the two-part sampler (the AR draw at ``t_start`` is shared by all of them)."""
+
+    steps: int
+    correct_steps: int = 1
+    spacing: str = "uniform"
+    denoise: bool | str = True
+
+    @property
+    def name(self) -> str:
+        return (f"{self.steps} steps{' + corrector' if self.correct_steps else ''}, {self.spacing} grid"
+                f"{', Tweedie last step' if self.denoise == 'tweedie' else ''}")
+
+
+T_STARTS = (0.003, 0.01)  # where the AR draw starts (every variant)
+REFINEMENTS = (Refinement(5),)  # every variant, at every t_start
+WINNER_T_STARTS = (0.001, 0.003, 0.01)
+WINNER_REFINEMENTS = (Refinement(5, spacing="log"), Refinement(5, denoise="tweedie"),
+                      Refinement(1, correct_steps=0, denoise="tweedie"))  # the last: one Tweedie step, nothing else
+
+
+def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int, n: int = 50) -> tuple[float, float]:
+    """Fréchet distance of ``features`` to ``reference`` and its std over bootstrap resamples of ``features``."""
+    rng = np.random.default_rng(seed)
+    boots = [frechet_distance(features[rng.integers(0, len(features), len(features))], reference) for _ in range(n)]
+    return frechet_distance(features, reference), float(np.std(boots))
+
+
+class Evaluator:
+    """Scores one trained variant on the validation digits; every draw is seeded, so reruns reproduce it."""
+
+    def __init__(self, reference: np.ndarray, real: np.ndarray, num_samples: int, batch_size: int, seed: int,
+                 num_likelihood: int):
+        self.reference, self.real = reference, real  # validation digits (FD reference), other real digits
+        self.reference_features = classifier_features(reference)
+        self.n, self.bs, self.seed, self.num_likelihood = num_samples, batch_size, seed, num_likelihood
+
+    def fd(self, images: np.ndarray) -> dict:
+        fd, sd = fd_bootstrap(classifier_features(images), self.reference_features, self.seed)
+        return {"fd": fd, "fd_std": sd, "n": len(images)}
+
+    def draw(self, backbone, t: float) -> torch.Tensor:
+        """``n`` AR draws of ``x_t`` (model space, float), in seeded batches (batch b: seed·1,000,003 + b)."""
+        out = []
+        for b in tqdm(range(0, self.n, self.bs), desc=f"AR draws t={t:g}", unit="batch", leave=False):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
+            out.append(backbone.sample(min(self.bs, self.n - b), t, generator=g, progress=False))
+        return torch.cat(out)
+
+    def refine(self, backbone, scheduler, noisy: torch.Tensor, t_start: float, r: Refinement) -> tuple[np.ndarray, float]:
+        out, start = [], time.perf_counter()
+        for b in tqdm(range(0, len(noisy), self.bs), desc=f"refine t={t_start:g} {r.name}", unit="batch", leave=False):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + b + 7)
+            with torch.no_grad():
+                x = refine(backbone, scheduler, noisy[b:b + self.bs], t_start=t_start, num_inference_steps=r.steps,
+                           correct_steps=r.correct_steps, spacing=r.spacing, denoise=r.denoise, generator=g).sample
+            out.append(to_uint8(x))
+        return np.concatenate(out), (time.perf_counter() - start) / len(noisy)
+
+    def floor(self, scheduler, t: float) -> dict:
+        """Real (non-validation) digits noised to ``t`` and quantised: the best an AR draw at ``t`` can score."""
+        x0 = to_model_space(self.real[: self.n])
+        g = torch.Generator().manual_seed(self.seed)
+        return self.fd(to_uint8(scheduler.add_noise(x0, torch.randn(x0.shape, generator=g, dtype=x0.dtype), t)))
+
+    def likelihoods(self, backbone, t_starts) -> dict:
+        """Validation bits/dim at t = 0 and the sanity test's Δlog p (π = 1) at t = 0 and each ``t_start``."""
+        rob = noise_robustness(backbone, self.reference[: self.num_likelihood], pis=(0.0, 1.0), ts=(0.0, *t_starts),
+                               batch_size=100, generator=torch.Generator().manual_seed(self.seed), progress=False)
+        return {"bpd_t0": bits_per_dim(backbone, self.reference, 0.0, batch_size=100, progress=False).mean,
+                "delta_logp_pi1": {f"{t:g}": float(rob.delta[i, 1]) for i, t in enumerate(rob.ts)}}
+
+    def plain_ar(self, backbone, grids: Path | None) -> dict:
+        start = time.perf_counter()
+        plain = to_uint8(self.draw(backbone, 0.0))
+        if grids is not None:
+            make_grid(plain[:64], nrow=8, scale=2).save(grids / "plain_ar.png")
+        return {**self.fd(plain), "seconds_per_image": (time.perf_counter() - start) / self.n}
+
+    def two_part(self, pipe: NCMLPipeline, t: float, refinements, grids: Path | None) -> dict:
+        """The unrefined AR draw at ``t``, its floor, and each refinement of that same draw."""
+        start = time.perf_counter()
+        noisy = self.draw(pipe.backbone, t)
+        entry = {"floor": self.floor(pipe.scheduler, t), "unrefined": self.fd(to_uint8(noisy)),
+                 "ar_seconds_per_image": (time.perf_counter() - start) / self.n, "refined": {}}
+        if grids is not None:
+            make_grid(to_uint8(noisy[:64]), nrow=8, scale=2).save(grids / f"unrefined_t{t:g}.png")
+        for r in refinements:
+            images, sec = self.refine(pipe.backbone, pipe.scheduler, noisy, t, r)
+            entry["refined"][r.name] = {**self.fd(images), **asdict(r), "seconds_per_image": sec,
+                                        "score_evaluations": r.steps * (1 + r.correct_steps)}
+            if grids is not None:
+                slug = f"{r.steps}{'pc' if r.correct_steps else ''}_{r.spacing}{'_tweedie' if r.denoise == 'tweedie' else ''}"
+                make_grid(images[:64], nrow=8, scale=2).save(grids / f"two_part_t{t:g}_{slug}.png")
+        return entry
+
+    def __call__(self, pipe: NCMLPipeline, *, mle: bool, refinements, grids: Path | None = None) -> dict:
+        t_starts = () if mle else tuple(t for t in T_STARTS if t <= pipe.scheduler.t_max)
+        res = {**self.likelihoods(pipe.backbone, t_starts), "plain_ar": self.plain_ar(pipe.backbone, grids)}
+        res["two_part"] = {f"{t:g}": self.two_part(pipe, t, refinements, grids) for t in t_starts}
+        return res
+
+
+def best_two_part(res: dict) -> tuple[str, str, dict] | None:
+    """(t_start, refinement name, entry) with the lowest validation Fréchet distance, or None (MLE)."""
+    found = [(t, name, e) for t, tp in res.get("two_part", {}).items() for name, e in tp["refined"].items()]
+    return min(found, key=lambda x: x[2]["fd"]) if found else None
+
+
+def evaluate_all(variants: list[str], out: Path, args) -> dict:
+    """Evaluate each trained variant (memoised in ``out/<variant>/ablation.json``)."""
+    reference, _ = load_dataset("mnist5k", "validation")
+    real, _ = load_dataset("mnist5k", "train", exclude_validation=True)
+    real = real[np.random.default_rng(args.seed).permutation(len(real))]
+    ev = Evaluator(reference, real, args.num_samples, args.batch_size, args.seed, args.num_likelihood)
+    results = {}
+    for variant in variants:
+        path = out / variant / "ablation.json"
+        if path.is_file():
+            results[variant] = json.loads(path.read_text())
+            continue
+        pipe = NCMLPipeline.from_pretrained(out / variant)
+        grids = out / variant / "grids"
+        grids.mkdir(exist_ok=True)
+        results[variant] = ev(pipe, mle=variant == "mle", grids=grids,
+                              refinements=REFINEMENTS if not args.quick else (Refinement(2),))
+        path.write_text(json.dumps(results[variant], indent=1))
+    ncml_variants = [v for v in variants if v != "mle"]
+    if not ncml_variants:
+        return results
+    winner = min(ncml_variants, key=lambda v: best_two_part(results[v])[2]["fd"])
+    path = out / winner / "ablation_sweep.json"
+    if not path.is_file():  # more t_starts and refinement settings for the winner only
+        pipe = NCMLPipeline.from_pretrained(out / winner)
+        done = results[winner]["two_part"]
+        sweep = {}
+        for t in (t for t in WINNER_T_STARTS if t <= pipe.scheduler.t_max):
+            todo = [r for r in (REFINEMENTS + WINNER_REFINEMENTS if not args.quick else (Refinement(2, spacing="log"),))
+                    if r.name not in done.get(f"{t:g}", {}).get("refined", {})]
+            sweep[f"{t:g}"] = ev.two_part(pipe, t, todo, out / winner / "grids")
+            sweep[f"{t:g}"]["refined"].update(done.get(f"{t:g}", {}).get("refined", {}))
+        sweep["delta_logp_pi1"] = ev.likelihoods(pipe.backbone, [t for t in WINNER_T_STARTS
+                                                                 if f"{t:g}" not in done])["delta_logp_pi1"]
+        path.write_text(json.dumps(sweep, indent=1))
+    results["_winner"] = winner
+    results["_sweep"] = json.loads(path.read_text())
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "ablation", help="runs and results")
     p.add_argument("--steps", type=int, default=600, help="extra training steps per variant")
     p.add_argument("--jobs", type=int, default=2, help="variants trained at once (one thread each)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--stage", choices=("train", "all"), default="all")
+    p.add_argument("--stage", choices=("train", "evaluate", "all"), default="all")
+    p.add_argument("--num_samples", type=int, default=512, help="samples per sampler (Fréchet distance)")
+    p.add_argument("--num_likelihood", type=int, default=200, help="validation digits for Δlog p")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few steps and samples: an end-to-end check")
     args = p.parse_args(argv)
     steps = 2 if args.quick else args.steps
-    train_all(args.variants, args.out, steps, eval_steps=0 if args.quick else 200, jobs=args.jobs)
+    if args.quick:
+        args.num_samples, args.num_likelihood = 64, 16  # the Fréchet distance needs >= 64 samples (features)
+    if args.stage in ("train", "all"):
+        train_all(args.variants, args.out, steps, eval_steps=0 if args.quick else 200, jobs=args.jobs)
+    if args.stage in ("evaluate", "all"):
+        results = evaluate_all(args.variants, args.out, args)
+        (args.out / "ablation.json").write_text(json.dumps(results, indent=1))
+        print(json.dumps({k: v for k, v in results.items() if not k.startswith("_sweep")}, indent=1)[:4000])
 
 
 if __name__ == "__main__":

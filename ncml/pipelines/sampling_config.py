@@ -65,4 +65,4 @@ class SamplingConfig:
         if not path.is_file():
             return cls()
         return config_from_dict(cls, hub_utils.read_json(path, argname=SAMPLING_CONFIG_NAME),
-                                argname=SAMPLING_CONFIG_NAME)
+                                argname=str(path), require_all=True)
