@@ -5,7 +5,9 @@
 1. loads the bundled pipeline ``ncml.pretrained("ncpn-mnist5k-vp")`` (an NCPN trained with NCML on
    MNIST-5k, VP SDE);
 2. samples 16 digits in two parts — autoregressive draws of ``x_{t_start}`` (cached sampler), then
-   reverse-SDE predictor–corrector refinement to ``t = 0`` with the model's own score — and writes a grid PNG;
+   score-based refinement to ``t = 0`` with the model's own score — and writes a grid PNG. The sampler settings
+   are the pipeline's own (``sampling_config.json``: the best setting measured on validation digits);
+   ``--t-start`` / ``--steps`` override them;
 3. prints the model's held-out negative log-likelihood (bits/dim at ``t = 0``) on the MNIST-5k test split
    and the time each part took.
 """
@@ -27,10 +29,8 @@ def main() -> None:
     p.add_argument("--pipeline", default="ncpn-mnist5k-vp", help="a bundled name, a folder or a Hub repo id")
     p.add_argument("--out", default="samples.png", help="sample grid PNG")
     p.add_argument("--num-images", type=int, default=16)
-    # the two-part setting with the lowest Fréchet distance in docs/RESULTS.md
-    p.add_argument("--t-start", type=float, default=0.01, help="noise level of the autoregressive draw")
-    p.add_argument("--steps", type=int, default=20, help="refinement steps (predictor + corrector each)")
-    p.add_argument("--snr", type=float, default=0.16, help="corrector signal-to-noise ratio")
+    p.add_argument("--t-start", type=float, default=None, help="noise level of the AR draw (default: the pipeline's)")
+    p.add_argument("--steps", type=int, default=None, help="refinement steps (default: the pipeline's)")
     p.add_argument("--num-test-images", type=int, default=500, help="held-out images for bits/dim")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -45,12 +45,13 @@ def main() -> None:
           f"{type(pipe.scheduler).__name__})")
 
     t0 = time.perf_counter()
-    out = pipe(batch_size=args.num_images, t_start=args.t_start, num_inference_steps=args.steps, snr=args.snr,
+    settings = pipe.sampling_config.replace(t_start=args.t_start, num_inference_steps=args.steps)
+    out = pipe(batch_size=args.num_images, t_start=settings.t_start, num_inference_steps=settings.num_inference_steps,
                generator=torch.Generator().manual_seed(args.seed), output_type="np")
     t_sample = time.perf_counter() - t0
     make_grid(out.images, nrow=4, scale=4).save(args.out)
-    print(f"wrote {args.out}: {args.num_images} digits, t_start={args.t_start}, {args.steps} refinement steps, "
-          f"{out.nfe} network evaluations, {t_sample:.1f} s")
+    print(f"wrote {args.out}: {args.num_images} digits, sampler {settings}, {out.nfe} network evaluations, "
+          f"{t_sample:.1f} s")
 
     t0 = time.perf_counter()
     images, _ = load_dataset("mnist5k", "test")

@@ -1,6 +1,6 @@
 """``ncml``: sample from an NCML pipeline and evaluate it from the command line.
 
-    ncml sample      --num-images 16 --t-start 0.05 --steps 100 --seed 0 --out samples.png
+    ncml sample      --num-images 16 --seed 0 --out samples.png   # the pipeline's recommended sampler settings
     ncml evaluate    --dataset mnist5k --num-images 200                  # bits/dim against t (clean, noised)
     ncml sanity-test --dataset mnist5k --num-images 200                  # LSB flips: NLL and Δlog p (Fig. 4)
     ncml ood         --dataset mnist5k --ood-dataset fashion-mnist       # AUROC and histograms
@@ -128,6 +128,7 @@ def _wrote(path: Path) -> None:
 
 # ---- commands -----------------------------------------------------------------------------------------
 def cmd_sample(args) -> None:
+    args.denoise = {"mean": True, "tweedie": "tweedie", "none": False, None: None}[args.denoise]
     from ncml.evaluation import classifier_features, frechet_distance, load_digit_classifier, make_grid
     from ncml.evaluation.reporting import format_table
 
@@ -148,15 +149,22 @@ def cmd_sample(args) -> None:
                 [(first + i) % num_classes for i in range(b)]
             extra["class_labels"] = torch.tensor(labels, device=backbone.device)
         out = pipe(b, t_start=args.t_start, num_inference_steps=args.steps, correct_steps=args.correct_steps,
-                   snr=args.snr, generator=generator, output_type="np", **extra)
+                   snr=args.snr, spacing=args.spacing, denoise=args.denoise, generator=generator, output_type="np",
+                   **extra)
         images.append(np.asarray(out.images))
         nfe += int(out.nfe)
     seconds = time.perf_counter() - start
     images = np.concatenate(images)
-    rows = [["images", str(len(images))], ["t_start", f"{args.t_start:g}" if args.t_start is not None else "default"],
-            *([["refinement", "none (t_start = 0: plain AR sampling)"]] if args.t_start == 0 else
-              [["refinement steps", str(args.steps)], ["corrector steps", str(args.correct_steps)],
-               ["snr", f"{args.snr:g}"]]),
+    used = pipe.sampling_config.replace(  # what the call used: the arguments given, else the pipeline's defaults
+        t_start=args.t_start, num_inference_steps=args.steps, correct_steps=args.correct_steps, snr=args.snr,
+        spacing=args.spacing, denoise=args.denoise)
+    t_start = used.t_start if used.t_start is not None else pipe.scheduler.t_max / 2
+    rows = [["images", str(len(images))], ["t_start", f"{t_start:g}"],
+            *([["refinement", "none (t_start = 0: plain AR sampling)"]] if t_start == 0 else
+              [["refinement steps", f"{used.num_inference_steps} ({used.spacing} grid)"],
+               ["corrector steps", str(used.correct_steps)], ["snr", f"{used.snr:g}"],
+               ["last step", "Tweedie" if used.denoise == "tweedie" else "predictor mean" if used.denoise else
+                "noisy sample"]]),
             ["network evaluations", str(nfe)], ["seconds", f"{seconds:.1f}"],
             ["seconds / image", f"{seconds / len(images):.2f}"]]
     if args.reference is not None:
@@ -280,10 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples (AR at t_start, then score-based refinement) and save a grid")
     common(p, out="samples.png")
     p.add_argument("--num-images", type=_positive_int, default=16)
-    p.add_argument("--t-start", type=float, default=None, help="AR sampling time (default: t_max / 2; 0 = plain AR)")
-    p.add_argument("--steps", type=_positive_int, default=100, help="refinement steps from t_start to 0")
-    p.add_argument("--correct-steps", type=int, default=1, help="Langevin corrector steps per step")
-    p.add_argument("--snr", type=float, default=0.16, help="corrector signal-to-noise ratio")
+    # sampler settings: None = the pipeline's sampling_config.json (the best setting measured for that model)
+    p.add_argument("--t-start", type=float, default=None,
+                   help="AR sampling time; 0 = plain AR (default: the pipeline's sampling config, else t_max / 2)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="refinement steps from t_start to 0 (default: the pipeline's sampling config)")
+    p.add_argument("--correct-steps", type=int, default=None,
+                   help="Langevin corrector steps per step (default: the pipeline's sampling config)")
+    p.add_argument("--snr", type=float, default=None,
+                   help="corrector signal-to-noise ratio (default: the pipeline's sampling config)")
+    p.add_argument("--spacing", choices=("uniform", "log"), default=None,
+                   help="refinement time grid (default: the pipeline's sampling config)")
+    p.add_argument("--denoise", choices=("mean", "tweedie", "none"), default=None,
+                   help="last step: predictor mean, a Tweedie step, or the noisy sample (default: sampling config)")
     p.add_argument("--class-label", type=int, default=None, help="class of every sample (class-conditional models)")
     p.add_argument("--nrow", type=_positive_int, default=None, help="images per grid row")
     p.add_argument("--scale", type=_positive_int, default=2, help="upscaling of the grid PNG (default: 2)")
