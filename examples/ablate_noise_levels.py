@@ -201,8 +201,9 @@ def best_two_part(res: dict) -> tuple[str, str, dict] | None:
     return min(found, key=lambda x: x[2]["fd"]) if found else None
 
 
-def evaluate_all(variants: list[str], out: Path, args) -> dict:
-    """Evaluate each trained variant (memoised in ``out/<variant>/ablation.json``)."""
+def evaluate_all(variants: list[str], out: Path, args, *, sweep: bool = True) -> dict:
+    """Evaluate each trained variant (memoised in ``out/<variant>/ablation.json``), then (``sweep``) pick the winner
+    and sweep its sampler settings (memoised in ``out/<winner>/ablation_sweep.json``)."""
     reference, _ = load_dataset("mnist5k", "validation")
     real, _ = load_dataset("mnist5k", "train", exclude_validation=True)
     real = real[np.random.default_rng(args.seed).permutation(len(real))]
@@ -220,7 +221,7 @@ def evaluate_all(variants: list[str], out: Path, args) -> dict:
                               refinements=REFINEMENTS if not args.quick else (Refinement(2),))
         path.write_text(json.dumps(results[variant], indent=1))
     ncml_variants = [v for v in variants if v != "mle"]
-    if not ncml_variants:
+    if not ncml_variants or not sweep:
         return results
     winner = min(ncml_variants, key=lambda v: best_two_part(results[v])[2]["fd"])
     path = out / winner / "ablation_sweep.json"
@@ -373,8 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=600, help="extra training steps per variant")
     p.add_argument("--jobs", type=int, default=2, help="variants trained at once (one thread each)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--stage", choices=("train", "evaluate", "all"), default="all",
-                   help="all = train, evaluate, write the report; --ship also installs the winner as the bundled model")
+    p.add_argument("--stage", choices=("train", "evaluate", "report", "all"), default="all",
+                   help="train; evaluate (the given variants, no winner); report (evaluate, pick the winner, sweep "
+                        "its sampler settings, write the report); all = train + report")
     p.add_argument("--report_dir", type=Path, default=ROOT / "docs" / "results",
                    help="where ablation.json and ablation.png go (read by make_results.py)")
     p.add_argument("--ship", action="store_true",
@@ -390,7 +392,9 @@ def main(argv: list[str] | None = None) -> None:
         args.num_samples, args.num_likelihood = 64, 16  # the Fréchet distance needs >= 64 samples (features)
     if args.stage in ("train", "all"):
         train_all(args.variants, args.out, args.steps, eval_steps=0 if args.quick else 200, jobs=args.jobs)
-    if args.stage in ("evaluate", "all"):
+    if args.stage == "evaluate":
+        evaluate_all(args.variants, args.out, args, sweep=False)
+    if args.stage in ("report", "all"):
         results = evaluate_all(args.variants, args.out, args)
         print(f"wrote {write_report(results, args)}; winner: {results['_winner']}, recommended sampler: "
               f"{recommended(results)[0]}")
