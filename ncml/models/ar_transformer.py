@@ -29,15 +29,14 @@ forward pass per pixel. Both consume the generator identically and give the same
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .. import utils
-from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size, sampling
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
 
@@ -217,66 +216,22 @@ class ARTransformerModel(ARBackbone):
         return params.transpose(1, 2).reshape(b, -1, height, width)
 
     # ---- sampling -----------------------------------------------------------------------------
-    @sampling
-    def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
-               known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
-               progress: bool = True) -> torch.Tensor:
-        """Draw ``x_t ~ p_θ,t`` ``(B, C, H, W)`` autoregressively in raster order (channels R→G→B).
-
-        Args:
-            batch_size: ``B``.
-            t: SDE time, float or ``(B,)``; samples with ``t == 0`` lie on the data grid, the others are continuous.
-            class_labels: ``(B,)`` ints, required iff the model is class-conditional.
-            known, known_mask: ``(B, C, H, W)`` context for inpainting; where ``known_mask`` is 1 the value of
-                ``known`` is kept (per channel) and later positions are conditioned on it. At ``t == 0`` kept values
-                must be on the data grid.
-            generator: ``torch.Generator`` or one per sample (then sample ``i`` does not depend on the batch).
-            use_cache: ``True``: incremental decoding with a KV cache (one token per step); ``False``: the reference
-                loop, one full forward pass per pixel. Same generator → same samples (up to float rounding).
-            progress: show a tqdm progress bar over pixels.
-
-        Runs under ``torch.no_grad()`` with dropout off (the module's train/eval mode is restored afterwards).
-        """
-        x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
-        batch_size, device, dtype = x.shape[0], x.device, x.dtype
-        clean = t == 0
-
-        c, height, width = self.image_shape
-        length = height * width
-        # pixels known in every channel of every sample are not drawn (both paths skip them alike)
-        fully_known = (torch.zeros(length, dtype=torch.bool, device=device) if known_mask is None
-                       else known_mask.all(dim=1).all(dim=0).flatten())
-        todo = (~fully_known).nonzero().flatten().tolist()
-        if not todo:
-            return x
-        bar = tqdm(total=len(todo), desc="AR sampling", disable=not progress, leave=False)
-
-        def draw(p: int, params_p: torch.Tensor) -> None:
-            i, j = divmod(p, width)
-            x[:, :, i, j] = self._sample_position(params_p, clean, x[:, :, i, j], known_mask, (i, j), generator)
-            bar.update(1)
-
-        if not use_cache:  # reference: a full teacher-forced pass per pixel
-            for p in todo:
-                i, j = divmod(p, width)
-                draw(p, self(x, t, class_labels).params[:, :, i, j])
-            bar.close()
-            return x
-
-        modulations = self.conditioning(t, class_labels, dtype)
-        head_dim = self.config.hidden_size // self.config.num_heads
-        caches = [KVCache(batch_size, self.config.num_heads, length, head_dim, device=device, dtype=dtype)
-                  for _ in self.blocks]
+    def _sample_cached(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
+                       positions: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+        """Incremental decoding with a :class:`KVCache` per layer, one token per step up to the last drawn position;
+        the known prefix before the first drawn position is encoded in one parallel pass, which also yields the
+        parameters of that position (see ``ARBackbone._sample_cached``)."""
+        batch_size, width = x.shape[0], x.shape[3]
+        modulations = self.conditioning(t, class_labels, x.dtype)
+        cfg = self.config
+        caches = [KVCache(batch_size, cfg.num_heads, cfg.sample_size**2, cfg.hidden_size // cfg.num_heads,
+                          device=x.device, dtype=x.dtype) for _ in self.blocks]
         sequence = x.flatten(2).transpose(1, 2)  # (B, L, C): a view of x, so drawn pixels appear in it
-        # the known prefix 0 … first−1 is encoded in one parallel pass, which also yields the parameters of `first`
-        first, last = todo[0], todo[-1]
-        params = self.run_layers(self.tokens(sequence[:, :first + 1]), modulations, caches=caches)[:, -1]
-        draw(first, params)
+        todo = [i * width + j for i, j in positions]  # raster indices
+        first, last, drawn = todo[0], todo[-1], set(todo)
+        yield self.run_layers(self.tokens(sequence[:, :first + 1]), modulations, caches=caches)[:, -1]
         for p in range(first + 1, last + 1):
             token = self.tokens(sequence[:, p - 1:p], start=p)  # (B, 1, D) from pixel p − 1
             params = self.run_layers(token, modulations, caches=caches, start=p)[:, 0]  # (B, P)
-            if not fully_known[p]:
-                draw(p, params)
-        bar.close()
-        return x
-
+            if p in drawn:
+                yield params

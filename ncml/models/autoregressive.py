@@ -6,6 +6,11 @@ the log of an exact probability mass over the ``2^num_bits`` bins; where ``t > 0
 density of ``x_t`` reported as ``log pdf + log Δ`` (Δ the bin width), so both read as bits/dim alike.
 
 ``score`` is ``∇ₓ Σ log_prob`` by autograd and works inside ``torch.no_grad()`` (pipelines run there).
+
+``sample`` is one template for every backbone: it validates its arguments, lists the positions to draw (raster
+order, skipping those known in every image and channel), runs either the reference loop (one full forward pass
+per position) or the backbone's incremental loop (``_sample_cached``), draws every pixel from the mixture head and
+shows the progress bar. ``num_sampling_evaluations(known_mask)`` is the count of network evaluations it makes.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import functools
 import inspect
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import utils
 from .distributions import LogisticMixture
@@ -165,8 +171,10 @@ class ARBackbone(ModelMixin):
     """Base class of autoregressive backbones.
 
     Subclasses implement ``conditioning`` and ``network`` (which the shared ``forward`` composes with the
-    likelihood head), or override ``forward`` itself, and ``sample``; their config has at least ``sample_size``,
-    ``in_channels``, ``num_bits`` and ``num_classes`` (``None`` = unconditional).
+    likelihood head, and the shared ``sample`` calls once per position), and may override ``_sample_cached`` with an
+    incremental loop. Their config has at least ``sample_size``, ``in_channels``, ``num_bits`` and ``num_classes``
+    (``None`` = unconditional). A backbone that overrides ``forward`` or ``sample`` itself keeps their signatures
+    (``sample`` takes ``progress``); pipelines count its network evaluations with ``num_sampling_evaluations``.
     """
 
     def __init__(self, config):
@@ -199,9 +207,81 @@ class ARBackbone(ModelMixin):
         """Mixture parameters ``(B, P, H, W)``: those of pixel ``(i, j)`` depend only on pixels before it."""
         raise NotImplementedError
 
+    # ---- sampling: one template, the incremental loop is the backbone's --------------------------------
+    @sampling
     def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
-               known_mask: torch.Tensor | None = None, generator=None, use_cache: bool = True) -> torch.Tensor:
-        raise NotImplementedError
+               known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
+               progress: bool = True) -> torch.Tensor:
+        """Draw ``x_t ~ p_θ,t`` ``(B, C, H, W)`` autoregressively in raster order (channels R→G→B).
+
+        Args:
+            batch_size: ``B``.
+            t: SDE time, float or ``(B,)``; samples with ``t == 0`` lie on the data grid, the others are continuous.
+            class_labels: ``(B,)`` ints, required iff the model is class-conditional.
+            known, known_mask: ``(B, C, H, W)`` context for inpainting; where ``known_mask`` is 1 the value of
+                ``known`` is kept (per channel) and later positions are conditioned on it. At ``t == 0`` kept values
+                must be on the data grid. Positions known in every image and channel are not drawn.
+            generator: ``torch.Generator`` or one per sample (then sample ``i`` does not depend on the batch).
+            use_cache: ``True``: the backbone's incremental loop (``_sample_cached``); ``False``: the reference
+                loop, one full forward pass per drawn position. Same generator → same samples (up to float rounding).
+            progress: show a tqdm progress bar over the drawn positions.
+
+        Costs :meth:`num_sampling_evaluations` network evaluations. Runs under ``torch.no_grad()`` with dropout off
+        (the module's train/eval mode is restored afterwards).
+        """
+        x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
+        positions = self.sampling_positions(known_mask)
+        if not positions:
+            return x
+        clean = t == 0
+        loop = self._sample_cached if use_cache else self._sample_naive
+        drawn = 0
+        with tqdm(total=len(positions), desc="AR sampling" + (" (cached)" if use_cache else ""),
+                  disable=not progress, leave=False) as bar:
+            for (i, j), params in zip(positions, loop(x, t, class_labels, positions)):
+                x[:, :, i, j] = self._sample_position(params, clean, x[:, :, i, j], known_mask, (i, j), generator)
+                drawn += 1
+                bar.update(1)
+        if drawn != len(positions):
+            raise RuntimeError(f"{type(self).__name__}: the {'cached' if use_cache else 'naive'} sampling loop "
+                               f"gave parameters for {drawn} of {len(positions)} positions")
+        return x
+
+    def sampling_positions(self, known_mask: torch.Tensor | None = None) -> list[tuple[int, int]]:
+        """The pixels ``sample`` draws, ``(i, j)`` in raster order: every pixel but those that ``known_mask``
+        ``(B, C, H, W)`` (nonzero = known) marks as known in every image and channel."""
+        _, height, width = self.image_shape
+        if known_mask is None:
+            return [(i, j) for i in range(height) for j in range(width)]
+        if not isinstance(known_mask, torch.Tensor) or known_mask.ndim != 4 \
+                or tuple(known_mask.shape[1:]) != self.image_shape:
+            raise ValueError(f"known_mask must have shape (B, {', '.join(map(str, self.image_shape))}), got "
+                             f"{tuple(known_mask.shape) if isinstance(known_mask, torch.Tensor) else known_mask!r}")
+        fully_known = known_mask.bool().all(dim=1).all(dim=0).tolist()  # (H, W)
+        return [(i, j) for i in range(height) for j in range(width) if not fully_known[i][j]]
+
+    def num_sampling_evaluations(self, known_mask: torch.Tensor | None = None) -> int:
+        """Network evaluations ``sample`` makes with this ``known_mask``: one per drawn position (a full forward pass
+        in the reference loop, an incremental step with ``use_cache=True``); what pipelines report in ``nfe``."""
+        return len(self.sampling_positions(known_mask))
+
+    def _sample_naive(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
+                      positions: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+        """The reference loop: a full teacher-forced pass per position, reading the pixels drawn so far from ``x``."""
+        for i, j in positions:
+            yield self(x, t, class_labels).params[:, :, i, j]
+
+    def _sample_cached(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
+                       positions: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+        """The incremental loop of ``sample(use_cache=True)``; this default is the reference loop.
+
+        Backbones override it with a generator that yields the mixture parameters ``(B, P)`` of ``positions[0]``,
+        ``positions[1]``, … in turn (``positions`` is non-empty), each computed from the pixels of the canvas ``x``
+        ``(B, C, H, W)`` before it: known values are in ``x`` from the start, and when the generator resumes after
+        yielding ``(i, j)`` the drawn pixel is in ``x[:, :, i, j]``. ``t`` ``(B,)`` and ``class_labels`` are
+        validated. It must not draw random numbers (``sample`` draws every pixel, in both loops alike).
+        """
+        yield from self._sample_naive(x, t, class_labels, positions)
 
     # ---- derived quantities ------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,18 +26,18 @@ a constant channel of ones so that zero padding differs from data.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
-from tqdm.auto import tqdm
 
-from .. import utils
-from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size, sampling
+from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
+from .ncpn_cache import NCPNCache
 
 
 @dataclass(frozen=True)
@@ -315,39 +315,19 @@ class NCPNModel(ARBackbone):
         return self.head(F.elu(ul))
 
     # ---- sampling -----------------------------------------------------------------------------
-    @sampling
-    def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
-               known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
-               progress: bool = True) -> torch.Tensor:
-        """Draw ``x_t ~ p_θ,t`` ``(B, C, H, W)`` autoregressively in raster order (channels R→G→B).
-
-        Args:
-            batch_size: ``B``.
-            t: SDE time, float or ``(B,)``; samples with ``t == 0`` lie on the data grid, the others are continuous.
-            class_labels: ``(B,)`` ints, required iff the model is class-conditional.
-            known, known_mask: ``(B, C, H, W)`` context for inpainting; where ``known_mask`` is 1 the value of
-                ``known`` is kept (per channel) and later positions are conditioned on it. At ``t == 0`` kept values
-                must be on the data grid.
-            generator: ``torch.Generator`` or one per sample (then sample ``i`` does not depend on the batch).
-            use_cache: ``True``: incremental passes (:mod:`ncml.models.ncpn_cache`, each layer computed only where
-                it becomes final; dropout off); ``False``: the naive loop, one full forward pass per pixel. Both give
-                the same samples from the same generator (up to float rounding).
-            progress: show a tqdm progress bar over pixels.
-
-        Runs under ``torch.no_grad()`` with dropout off (the module's train/eval mode is restored afterwards).
-        """
-        x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
-        clean = t == 0
-        if use_cache:
-            from .ncpn_cache import sample_cached  # imports this module
-            return sample_cached(self, x, t, class_labels, known_mask, generator=generator, progress=progress)
-        _, height, width = self.image_shape
-        positions = [(i, j) for i in range(height) for j in range(width)]
-        for i, j in tqdm(positions, desc="AR sampling", disable=not progress, leave=False):
-            if known_mask is not None and known_mask[:, :, i, j].all():
-                continue
-            params = self(x, t, class_labels).params
-            x[:, :, i, j] = self._sample_position(params[:, :, i, j], clean, x[:, :, i, j], known_mask, (i, j),
-                                                  generator)
-        return x
-
+    def _sample_cached(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
+                       positions: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+        """Incremental passes (:class:`~ncml.models.ncpn_cache.NCPNCache`): every layer is computed only where it
+        becomes final, in raster order up to the last drawn position (see ``ARBackbone._sample_cached``)."""
+        cache = NCPNCache(self, x, self.conditioning(t, class_labels, x.dtype))
+        todo, last = set(positions), positions[-1]
+        width = x.shape[3]
+        for i in range(last[0] + 1):
+            cache.start_row(i)
+            for j in range(width):
+                params = cache.params_at(i, j)  # (B, P): also advances every layer to (i, j), needed by later pixels
+                if (i, j) in todo:
+                    yield params
+                    cache.set_pixel(i, j, x[:, :, i, j])
+                    if (i, j) == last:
+                        return

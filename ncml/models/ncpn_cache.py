@@ -32,53 +32,15 @@ paper's CIFAR-10 model at batch 16 in float32 about 0.35 GiB, plus one copy of t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .. import utils
-from .ncpn import (DownRightShiftedConv2d, DownRightShiftedDeconv2d, DownShiftedConv2d, DownShiftedDeconv2d,
-                   GatedResnet, NCPNModel)
-
-
-@torch.no_grad()
-def sample_cached(model: NCPNModel, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
-                  known_mask: torch.Tensor | None, *, generator: utils.Generator = None,
-                  progress: bool = True) -> torch.Tensor:
-    """The cached counterpart of ``NCPNModel.sample``'s naive loop (called by it with ``use_cache=True``).
-
-    Args:
-        model: the backbone (its dropout is not applied).
-        x: ``(B, C, H, W)`` the canvas, already validated: kept values where ``known_mask`` is 1, ``-1`` elsewhere.
-            Overwritten in raster order and returned.
-        t: ``(B,)`` SDE time (validated); ``t == 0`` samples are drawn on the data grid.
-        class_labels: ``(B,)`` int64 or ``None`` (validated).
-        known_mask: ``(B, C, H, W)`` bool or ``None``: channels to keep.
-        generator: as in ``sample``; consumed exactly as by the naive loop (same pixels, same draws, same order).
-
-    Returns:
-        ``x`` with every position drawn from the mixture of :meth:`NCPNCache.params_at` (same tensor).
-    """
-    clean = t == 0
-    h = model.conditioning(t, class_labels, x.dtype)
-    cache = NCPNCache(model, x, h)
-    _, _, height, width = x.shape
-    # a position is skipped (no draw) only where every channel of every sample is known, as in the naive loop
-    fully_known = [[False] * width] * height if known_mask is None else \
-        known_mask.all(dim=1).all(dim=0).tolist()
-    bar = tqdm(total=height * width, desc="AR sampling (cached)", disable=not progress, leave=False)
-    for i in range(height):
-        cache.start_row(i)
-        for j in range(width):
-            params = cache.params_at(i, j)  # (B, P): also advances every layer to (i, j), needed by later pixels
-            if not fully_known[i][j]:
-                x[:, :, i, j] = model._sample_position(params, clean, x[:, :, i, j], known_mask, (i, j), generator)
-                cache.set_pixel(i, j, x[:, :, i, j])
-            bar.update(1)
-    bar.close()
-    return x
+if TYPE_CHECKING:  # annotations only: ncpn imports this module
+    from .ncpn import (DownRightShiftedConv2d, DownRightShiftedDeconv2d, DownShiftedConv2d, DownShiftedDeconv2d,
+                       GatedResnet, NCPNModel)
 
 
 # ---- buffers ----------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ The class-conditional and inpainting pipelines reuse :meth:`NCMLPipeline._genera
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -116,20 +115,11 @@ class NCMLPipeline(Pipeline):
             noise = utils.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             return torch.where(known_mask, scheduler.add_noise(known, noise, t), x)
 
-        # phase 1: x_{t_start} ~ p_θ,t_start autoregressively, conditioned on the noised known pixels.
-        # It costs one (possibly incremental) network evaluation per pixel position; positions known in every
-        # image and channel are skipped.
-        _, height, width = backbone.image_shape
-        network_calls = height * width
-        if known is not None:
-            network_calls -= int(known_mask.all(dim=1).all(dim=0).sum())
+        # phase 1: x_{t_start} ~ p_θ,t_start autoregressively, conditioned on the noised known pixels
+        network_calls = backbone.num_sampling_evaluations(known_mask)
         context = None if known is None else impose_known(torch.zeros_like(known), t_start)
-        sample_options = {}
-        if "progress" in inspect.signature(backbone.sample).parameters:  # the backbone's own tqdm bar
-            sample_options["progress"] = not self.progress_bar_disabled
-        noisy = backbone.sample(batch_size, t_start, class_labels, known=context,
-                                known_mask=None if known is None else known_mask, generator=generator,
-                                **sample_options)
+        noisy = backbone.sample(batch_size, t_start, class_labels, known=context, known_mask=known_mask,
+                                generator=generator, progress=not self.progress_bar_disabled)
 
         # phase 2: score-based refinement from t_start to 0
         if t_start == 0:

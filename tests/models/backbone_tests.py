@@ -283,6 +283,27 @@ class BackboneTests:
         b = self.sample(model, *args, generator=torch.Generator().manual_seed(9), use_cache=False)
         assert torch.allclose(a, b, atol=1e-9)
 
+    def test_reference_loop_makes_the_counted_evaluations(self):
+        """use_cache=False runs one forward pass per drawn position, and num_sampling_evaluations says how many:
+        positions known in every image and channel are skipped, partly known ones are drawn."""
+        s = self.small_sample_size
+        model = self.make_model(sample_size=s, in_channels=3, num_bits=8)
+        known = self.grid_images(model, 2, seed=12)
+        mask = torch.zeros_like(known)
+        mask[:, :, 0] = 1  # the first row: known everywhere
+        mask[0, :, 1, 0] = 1  # known in one image only
+        mask[:, 1:, 1, 1] = 1  # known in some channels only
+        calls = []
+        hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+        try:
+            out = self.sample(model, 2, 0.0, known=known, known_mask=mask, use_cache=False)
+        finally:
+            hook.remove()
+        assert len(calls) == model.num_sampling_evaluations(mask.bool()) == s * s - s
+        assert model.num_sampling_evaluations() == s * s
+        assert model.num_sampling_evaluations(torch.ones_like(known)) == 0
+        assert torch.equal(out[mask.bool()], known[mask.bool()])
+
     def test_sample_runs_without_grad_and_in_float32(self):
         model = self.make_model(dtype=torch.float32, sample_size=self.small_sample_size, in_channels=1)
         with torch.enable_grad():

@@ -81,7 +81,7 @@ class GaussianBackbone(ARBackbone):
 
     @torch.no_grad()
     def sample(self, batch_size, t, class_labels=None, *, known=None, known_mask=None, generator=None,
-               use_cache=True):
+               use_cache=True, progress=True):  # one draw for every dimension: nothing to cache, no loop to show
         batch_size = self.check_batch_size(batch_size)
         t = self.check_time(t, batch_size, device=self.device)
         class_labels = self.check_class_labels(class_labels, batch_size, device=self.device)
