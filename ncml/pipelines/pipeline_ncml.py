@@ -131,10 +131,24 @@ class NCMLPipeline(Pipeline):
                     returned = callback_on_step_end(self, i, t, {"sample": x})
                     if returned is None:
                         return None
+                    name = getattr(callback_on_step_end, "__qualname__", repr(callback_on_step_end))
                     if not isinstance(returned, dict):
-                        raise TypeError(f"callback_on_step_end must return None or a dict, got "
+                        raise TypeError(f"callback_on_step_end ({name}) must return None or a dict, got "
                                         f"{type(returned).__name__}")
-                    return returned.get("sample")
+                    sample = returned.get("sample")
+                    if sample is None:
+                        return None
+                    if not isinstance(sample, torch.Tensor) or not sample.dtype.is_floating_point:
+                        raise TypeError(f"callback_on_step_end ({name}) returned a 'sample' that is not a float tensor "
+                                        f"(got {type(sample).__name__}"
+                                        f"{'' if not isinstance(sample, torch.Tensor) else ' ' + str(sample.dtype)}); "
+                                        "return the model-space sample it was given, modified")
+                    if sample.shape != x.shape:
+                        raise ValueError(f"callback_on_step_end ({name}) returned a sample of shape "
+                                         f"{tuple(sample.shape)}; the sample has shape {tuple(x.shape)}")
+                    if not torch.isfinite(sample).all():
+                        raise ValueError(f"callback_on_step_end ({name}) returned a sample with NaN or inf values")
+                    return sample.to(device=x.device, dtype=x.dtype)
 
             refined = refine(backbone, scheduler, noisy, t_start=t_start,
                              num_inference_steps=settings.num_inference_steps, correct_steps=settings.correct_steps,

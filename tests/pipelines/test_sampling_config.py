@@ -76,3 +76,19 @@ def test_bad_sampling_config(fields, error, match):
         SamplingConfig(**fields)
     with pytest.raises(error, match=match):  # the same checks on call arguments, naming the argument
         make_pipeline()(1, **({"t_start": 0.02} | fields))
+
+
+@pytest.mark.parametrize("returned,error,match", [
+    ({"sample": torch.zeros(3, 1, 4, 4)}, ValueError, r"shape \(3, 1, 4, 4\)"),
+    ({"sample": torch.full((2, 1, 4, 4), float("nan"))}, ValueError, "NaN"),
+    ({"sample": torch.zeros(2, 1, 4, 4, dtype=torch.uint8)}, TypeError, "float tensor"),
+    ({"sample": [0.0]}, TypeError, "float tensor"),
+    ([1, 2], TypeError, "None or a dict"),
+])
+def test_callback_returns_are_checked_and_name_the_callback(returned, error, match):
+    def my_callback(pipe, i, t, state):
+        return returned
+
+    with pytest.raises(error, match=match) as info:
+        make_pipeline()(2, t_start=0.02, num_inference_steps=2, callback_on_step_end=my_callback, output_type="pt")
+    assert "my_callback" in str(info.value)
