@@ -546,6 +546,14 @@ class Results:
             "",
         ]
 
+    def recipe(self) -> str:
+        """The winning variant's training flags, from the ablation report."""
+        path = self.fig_dir / "ablation.json"
+        if not path.is_file():
+            return "no ablation report found"
+        rep = json.loads(path.read_text())
+        return f"variant `{rep['winner']}`: `{' '.join(rep['variants'][rep['winner']]['flags'])}`"
+
     # ---- 7: the noise-level ablation (validation digits; examples/ablate_noise_levels.py) ------------------
     def ablation(self) -> None:
         path = self.fig_dir / "ablation.json"
@@ -629,13 +637,15 @@ class Results:
             f"on {self.numbers['machine']}{' with --quick (smoke-test sizes)' if a.quick else ''}. Numbers "
             f"are also in `{self.rel(self.fig_dir / 'results.json')}`.",
             "",
-            "Models: the two bundled pipelines, `ncml.pretrained(\"ncpn-mnist5k-vp\")` (NCML: VP SDE, t = 0 with "
-            "probability 0.5, else t ~ U(0, 0.1]) and `ncml.pretrained(\"ncpn-mnist5k-mle\")` (the MLE baseline: "
-            f"`clean_fraction=1`). Both are the same NCPN ({params:,} parameters, "
-            f"`{type(self.pipes['ncml'].backbone).__name__}`), trained with `examples/train_ncml.py` on the 4,500 MNIST-5k "
-            "training digits with the same seed, batch and number of steps (see the model cards in "
-            f"`ncml/pretrained/*/README.md`). Data: {len(self.test)} MNIST-5k test digits (a seeded shuffle of the "
-            "test split).",
+            "Models: the two bundled pipelines, `ncml.pretrained(\"ncpn-mnist5k-vp\")` (NCML) and "
+            "`ncml.pretrained(\"ncpn-mnist5k-mle\")` (its MLE baseline, `clean_fraction=1`). Both are the same NCPN "
+            f"({params:,} parameters, `{type(self.pipes['ncml'].backbone).__name__}`), trained with "
+            "`examples/train_ncml.py` with the same seed, batch and number of steps: 6,000 steps on the 4,500 "
+            "MNIST-5k training digits (NCML: VP SDE, t = 0 with probability 0.5, else t ~ U(0, 0.1]), then a "
+            "continuation on the training digits without 500 validation digits, in which the NCML model used the "
+            "noise-level recipe that won the ablation of section 7 (chosen on the validation digits; "
+            f"{self.recipe()}); see the model cards in `ncml/pretrained/*/README.md`. Data: "
+            f"{len(self.test)} MNIST-5k test digits (a seeded shuffle of the test split), used for this page only.",
             "",
         ]
         footer = [
