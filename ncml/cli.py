@@ -17,9 +17,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, torch and the rest of ncml are imported inside the commands, so that ``ncml --help`` and usage errors
+# answer at once instead of after torch's import (seconds, tens of seconds on a busy machine)
+
 
 DEFAULT_PIPELINE = "ncpn-mnist5k-vp"
 PIPELINE_CLASSES = ("NCMLPipeline", "NCMLClassConditionalPipeline")
@@ -64,6 +69,8 @@ def load_images(spec: str, *, split: str, num_images: int | None, seed: int, bac
     of another size are resized (PIL bilinear) and grey images repeated to 3 channels to fit the backbone.
     The out-of-distribution sets (``ncml.data.OOD_DATASETS``) always come at the backbone's size.
     """
+    import numpy as np
+
     from ncml.data import DATASETS, OOD_DATASETS, ImageFolder, load_dataset, load_ood_dataset, resize_images
 
     c, s = backbone.config.in_channels, backbone.config.sample_size
@@ -101,6 +108,8 @@ def load_images(spec: str, *, split: str, num_images: int | None, seed: int, bac
 
 
 def _labels_for(backbone, labels: np.ndarray):
+    import torch
+
     return None if backbone.config.num_classes is None else torch.from_numpy(labels)
 
 
@@ -126,8 +135,24 @@ def _wrote(path: Path) -> None:
     print(f"wrote {path}")
 
 
+DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
+def resolve_device(spec: str) -> str:
+    """``--device``: ``auto`` is CUDA where available, else the CPU."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec
+
+
 # ---- commands -----------------------------------------------------------------------------------------
 def cmd_sample(args) -> None:
+    import numpy as np
+    import torch
+
+    args.device = resolve_device(args.device)
     args.denoise = {"mean": True, "tweedie": "tweedie", "none": False, None: None}[args.denoise]
     from ncml.evaluation import classifier_features, frechet_distance, load_digit_classifier, make_grid
     from ncml.evaluation.reporting import format_table
@@ -188,6 +213,10 @@ def cmd_sample(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    import numpy as np
+    import torch
+
+    args.device = resolve_device(args.device)
     from ncml.evaluation import bits_per_dim, plot_bits_per_dim
     from ncml.evaluation.reporting import format_table
 
@@ -213,6 +242,9 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_sanity_test(args) -> None:
+    import torch
+
+    args.device = resolve_device(args.device)
     from ncml.evaluation import noise_robustness, plot_robustness
 
     pipe = load_pipeline(args.pipeline, args.device)
@@ -232,6 +264,7 @@ def cmd_sanity_test(args) -> None:
 
 
 def cmd_ood(args) -> None:
+    args.device = resolve_device(args.device)
     from ncml.evaluation import ood_auroc, plot_ood_histograms
 
     pipe = load_pipeline(args.pipeline, args.device)
@@ -259,38 +292,54 @@ def _positive_int(s: str) -> int:
     return v
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's layout and appends ``(default: …)`` to every option whose help lacks one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or "(default" in text:
+            return text
+        default = "off" if action.nargs == 0 and action.default is False else "%(default)s"  # a flag
+        return f"{text} (default: {default})".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ncml", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="ncml", description=__doc__, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,evaluate,sanity-test,ood}")
 
-    def common(p, *, out: str):
+    def common(p, *, out: str, what: str):
         p.add_argument("--pipeline", default=None, metavar="PATH_OR_REPO_ID",
                        help=f"pipeline folder or Hub repo id (default: the bundled {DEFAULT_PIPELINE!r})")
-        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-        p.add_argument("--batch-size", type=_positive_int, default=64)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", default=out, help=f"PNG to write (default: {out})")
+        p.add_argument("--device", default="auto",
+                       help=f"torch device: {DEVICES}; auto = CUDA where available, else the CPU")
+        p.add_argument("--batch-size", type=_positive_int, default=64, help="images per network call")
+        p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+        p.add_argument("--out", default=out, help=what)
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     def data(p, *, num_images: int):
-        p.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | an image folder (default: mnist5k)")
-        p.add_argument("--split", default="test", choices=("train", "test"))
+        p.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | an image folder")
+        p.add_argument("--split", default="test", choices=("train", "test"), help="split of a bundled dataset")
         p.add_argument("--num-images", type=_positive_int, default=num_images,
-                       help=f"a seeded random subset of this many images (default: {num_images})")
+                       help="a seeded random subset of this many images")
         p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
 
     def times(p, help_default: str):
-        p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help=f"times t ({help_default})")
+        p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T",
+                       help=f"times t in [0, t_max] ({help_default})")
         p.add_argument("--num-times", type=_positive_int, default=6,
-                       help="number of default times: 0 and log-spaced ones up to t_max (default: 6)")
+                       help="number of default times: 0 and log-spaced ones up to t_max")
 
-    p = sub.add_parser("sample", help="draw samples (AR at t_start, then score-based refinement) and save a grid")
-    common(p, out="samples.png")
-    p.add_argument("--num-images", type=_positive_int, default=16)
+    def add(name: str, help: str):
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    p = add("sample", "draw samples (AR at t_start, then score-based refinement) and save a grid")
+    common(p, out="samples.png", what="image of the sample grid; its extension (.png, .jpg, …) picks the format")
+    p.add_argument("--num-images", type=_positive_int, default=16, help="number of samples")
     # sampler settings: None = the pipeline's sampling_config.json (the best setting measured for that model)
     p.add_argument("--t-start", type=float, default=None,
-                   help="AR sampling time; 0 = plain AR (default: the pipeline's sampling config, else t_max / 2)")
+                   help="AR sampling time in [0, t_max]; 0 = plain AR (default: the pipeline's sampling config, "
+                        "else t_max / 2)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="refinement steps from t_start to 0 (default: the pipeline's sampling config)")
     p.add_argument("--correct-steps", type=int, default=None,
@@ -301,37 +350,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refinement time grid (default: the pipeline's sampling config)")
     p.add_argument("--denoise", choices=("mean", "tweedie", "none"), default=None,
                    help="last step: predictor mean, a Tweedie step, or the noisy sample (default: sampling config)")
-    p.add_argument("--class-label", type=int, default=None, help="class of every sample (class-conditional models)")
-    p.add_argument("--nrow", type=_positive_int, default=None, help="images per grid row")
-    p.add_argument("--scale", type=_positive_int, default=2, help="upscaling of the grid PNG (default: 2)")
+    p.add_argument("--class-label", type=int, default=None,
+                   help="class of every sample, for class-conditional models (default: cycle through the classes)")
+    p.add_argument("--nrow", type=_positive_int, default=None,
+                   help="images per grid row (default: about the square root of --num-images)")
+    p.add_argument("--scale", type=_positive_int, default=2, help="upscaling of the grid image")
     p.add_argument("--reference", default=None, metavar="DATASET",
-                   help="also print the Fréchet distance in digit-classifier features to this dataset's test split "
-                        "(28×28 grey digits, e.g. mnist5k; needs >= 64 samples)")
-    p.add_argument("--save-npz", default=None, metavar="PATH", help="also save the uint8 samples as .npz")
+                   help="also print the Fréchet distance in digit-classifier features to this dataset's test split, "
+                        "e.g. mnist5k (28×28 grey digits; needs --num-images >= 64) (default: none)")
+    p.add_argument("--save-npz", default=None, metavar="PATH",
+                   help="also save the uint8 samples to this .npz (default: none)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="NLL in bits/dim against t, of clean and of noised images")
-    common(p, out="bits_per_dim.png")
+    p = add("evaluate", "NLL in bits/dim against t, of clean and of noised images")
+    common(p, out="bits_per_dim.png", what="PNG plot to write")
     data(p, num_images=200)
     times(p, "default: 0 and log-spaced times up to the scheduler's t_max")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("sanity-test", help="the LSB sanity test: NLL of p_π and Δlog p against t (Fig. 4)")
-    common(p, out="robustness.png")
+    p = add("sanity-test", "the LSB sanity test: NLL of p_π and Δlog p against t (Fig. 4)")
+    common(p, out="robustness.png", what="PNG plot to write")
     data(p, num_images=200)
     times(p, "default: 0 and log-spaced times up to the scheduler's t_max")
     p.add_argument("--pis", type=float, nargs="+", default=[0.0, 0.5, 1.0], metavar="PI",
                    help="LSB flip probabilities (default: 0 0.5 1)")
     p.set_defaults(func=cmd_sanity_test)
 
-    p = sub.add_parser("ood", help="out-of-distribution detection: AUROC of NLL statistics, histograms")
-    common(p, out="ood.png")
+    p = add("ood", "out-of-distribution detection: AUROC of NLL statistics, histograms")
+    common(p, out="ood.png", what="PNG of the histograms to write")
     data(p, num_images=200)
     p.add_argument("--ood-dataset", required=True,
-                   help="mnist5k | digits | fashion-mnist | cifar10 | lfw-faces | photo-crops | noise | an image folder")
-    p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help="times t (default: 0)")
+                   help="mnist5k | digits | fashion-mnist | cifar10 | lfw-faces | photo-crops | noise | an image "
+                        "folder (required)")
+    p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help="times t in [0, t_max] (default: 0)")
     p.add_argument("--statistic", default="nll_mean", choices=("nll", "nll_mean"),
-                   help="nll: NLL at the first t; nll_mean: NLL averaged over --ts (default)")
+                   help="nll: NLL at the first t; nll_mean: NLL averaged over --ts")
     p.set_defaults(func=cmd_ood)
     return parser
 

@@ -1,5 +1,9 @@
 """The ``ncml`` command line, run in-process (``main(argv)``) on a tiny saved pipeline."""
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -127,3 +131,44 @@ def test_class_conditional_pipeline(tmp_path, capsys):
     code, text, err = run(["evaluate", "--pipeline", str(folder), "--dataset", "digits", "--num-images", "4",
                            "--ts", "0", "--out", str(tmp_path / "e.png")], capsys)
     assert code == 0, err
+
+
+# ---- help: fast (no torch) and with every default --------------------------------------------------------
+def test_parser_and_help_do_not_import_torch():
+    code = ("import sys, ncml.cli; ncml.cli.build_parser(); "
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "ncml.cli", "--help"], capture_output=True, text=True)
+    print(f"ncml --help took {time.perf_counter() - start:.2f} s")  # reported, not asserted (machines vary)
+    assert done.returncode == 0 and "usage: ncml" in done.stdout and "sanity-test" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "ncml.cli", "sample", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--t-start" in done.stdout
+
+
+def _option_helps(parser):
+    """``{"--option": its help text as printed}`` from ``parser.format_help()`` (wrapped lines joined)."""
+    helps, current = {}, None
+    for line in parser.format_help().split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            helps[current] = line
+        elif current and line.startswith("    "):
+            helps[current] += " " + line.strip()
+    return helps
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate", "sanity-test", "ood"])
+def test_help_shows_every_default(command):
+    subparsers = next(a for a in cli.build_parser()._actions if a.choices and command in a.choices)
+    parser = subparsers.choices[command]
+    helps = _option_helps(parser)
+    options = {a.option_strings[0] for a in parser._actions if a.option_strings}
+    assert set(helps) == options
+    for option, text in helps.items():
+        if option != "-h":
+            assert "(default:" in text or "(required)" in text, text
+    if command == "sample":
+        assert "(default: auto)" in helps["--device"] and "(default: samples.png)" in helps["--out"]
+        assert "(default: 16)" in helps["--num-images"] and "(default: off)" in helps["--no-progress"]
