@@ -14,6 +14,8 @@ images; nothing is downloaded except a Hub repo named with ``--pipeline``.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
 
 # numpy, torch and the rest of ncml are imported inside the commands, so that ``ncml --help`` and usage errors
 # answer at once instead of after torch's import (seconds, tens of seconds on a busy machine)
-
 
 DEFAULT_PIPELINE = "ncpn-mnist5k-vp"
 PIPELINE_CLASSES = ("NCMLPipeline", "NCMLClassConditionalPipeline")
@@ -61,6 +62,11 @@ def load_pipeline(spec: str | None, device: str):
     return pipe.to(device)
 
 
+def _looks_like_a_path(spec: str) -> bool:
+    return os.sep in spec or (os.altsep is not None and os.altsep in spec) or spec.startswith(("~", ".")) or \
+        Path(spec).exists()
+
+
 def load_images(spec: str, *, split: str, num_images: int | None, seed: int, backbone, resize: bool,
                 argname: str = "--dataset") -> tuple[np.ndarray, np.ndarray]:
     """uint8 ``(N, H, W, C)`` images and int64 labels from a bundled dataset, an OOD set, a folder, or ``"noise"``.
@@ -89,8 +95,16 @@ def load_images(spec: str, *, split: str, num_images: int | None, seed: int, bac
     elif spec in DATASETS:
         images, labels = load_dataset(spec, split)
     elif Path(spec).is_dir():
-        folder = ImageFolder(spec)
+        try:
+            folder = ImageFolder(spec)
+        except (FileNotFoundError, ValueError, OSError) as e:  # no images, mixed sizes, unreadable or bad files
+            message = str(e).replace(f"path={spec!r}: ", "").replace(f"path={spec!r} ", "")
+            raise CLIError(f"{argname} {spec}: {message}") from e
         images, labels = folder.images, folder.labels
+    elif _looks_like_a_path(spec):
+        what = "is a file, not a folder of images" if Path(spec).exists() else "no such folder"
+        raise CLIError(f"{argname} {spec}: {what} (give a folder of PNG/JPEG images, or one of "
+                       f"{', '.join(DATASETS + OOD_DATASETS)}, 'noise')")
     else:
         raise CLIError(f"{argname} must be one of {', '.join(DATASETS + OOD_DATASETS)}, 'noise' or an image "
                        f"folder; got {spec!r}")
@@ -119,8 +133,6 @@ def _times(args, scheduler) -> tuple[float, ...]:
 
     if args.ts:
         return _check_times(tuple(args.ts), scheduler)
-    if args.num_times < 2:
-        raise CLIError(f"--num-times must be >= 2, got {args.num_times}")
     return default_times(scheduler.t_max, args.num_times)
 
 
@@ -135,16 +147,73 @@ def _wrote(path: Path) -> None:
     print(f"wrote {path}")
 
 
+# ---- checks made before any work ----------------------------------------------------------------------
 DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+# Pillow formats registered with a save handler that only stubs it (saving fails without a plugin)
+_PIL_STUB_FORMATS = {"BUFR", "GRIB", "HDF5", "WMF"}
 
 
 def resolve_device(spec: str) -> str:
-    """``--device``: ``auto`` is CUDA where available, else the CPU."""
+    """``--device`` as a torch device string: ``auto`` is CUDA where available, else the CPU.
+
+    Refuses an unknown device and one this machine lacks (``cuda`` without CUDA, ``cuda:3`` with 2 GPUs).
+    """
     import torch
 
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise CLIError(f"--device must be {DEVICES}, got {spec!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {spec}: CUDA is not available here (torch {torch.__version__}); "
+                           "use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CLIError(f"--device {spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CLIError(f"--device {spec}: the MPS backend is not available here; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise CLIError(f"--device must be {DEVICES}, got {spec!r}")
     return spec
+
+
+def _image_suffixes() -> list[str]:
+    """File extensions PIL can write (``.png``, ``.jpg``, …), lower case."""
+    from PIL import Image
+
+    Image.init()
+    return sorted(ext for ext, fmt in Image.registered_extensions().items()
+                  if fmt in Image.SAVE and fmt not in _PIL_STUB_FORMATS)
+
+
+def check_output(path: str, option: str, *, suffixes: list[str], why: str) -> Path:
+    """Refuse, before any work, an output ``path`` that cannot be written: a wrong extension, a folder, a
+    parent that is a file, an unwritable folder or file. Missing parent folders are fine (they are created)."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        shown = ", ".join(suffixes) if len(suffixes) <= 6 else \
+            ", ".join(s for s in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".webp") if s in suffixes) + ", …"
+        raise CLIError(f"{option} must end in {shown} ({why}), got {path!r}")
+    if p.is_dir():
+        raise CLIError(f"{option} {path}: is a folder; give a file name inside it")
+    existing = next(a for a in (p.parent, *p.parent.parents) if a.exists() or a == Path(a.anchor or "."))
+    if not existing.is_dir():
+        raise CLIError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: the folder {existing} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise CLIError(f"{option} {path}: the file exists and is not writable")
+    return p
+
+
+def _check_plot_output(args) -> None:
+    """``--out`` of the plotting commands (always written as PNG) and ``--device``."""
+    check_output(args.out, "--out", suffixes=[".png"], why="the plot is written as PNG")
+    args.device = resolve_device(args.device)
 
 
 # ---- commands -----------------------------------------------------------------------------------------
@@ -152,19 +221,43 @@ def cmd_sample(args) -> None:
     import numpy as np
     import torch
 
-    args.device = resolve_device(args.device)
     args.denoise = {"mean": True, "tweedie": "tweedie", "none": False, None: None}[args.denoise]
+    out_path = check_output(args.out, "--out", suffixes=_image_suffixes(), why="an image format PIL can write")
+    npz_path = None if args.save_npz is None else \
+        check_output(args.save_npz, "--save-npz", suffixes=[".npz"], why="a numpy archive")
+    args.device = resolve_device(args.device)
     from ncml.evaluation import classifier_features, frechet_distance, load_digit_classifier, make_grid
     from ncml.evaluation.reporting import format_table
 
     pipe = load_pipeline(args.pipeline, args.device)
     pipe.set_progress_bar_config(disable=args.no_progress)
-    backbone = pipe.backbone
-    generator = torch.Generator(device=backbone.device).manual_seed(args.seed)
+    backbone, t_max = pipe.backbone, pipe.scheduler.t_max
     num_classes = backbone.config.num_classes
-    if args.reference is not None and (backbone.config.sample_size, backbone.config.in_channels) != (28, 1):
-        raise CLIError(f"--reference scores 28×28 grey digits (the shipped classifier's input); this pipeline makes "
-                       f"{backbone.config.sample_size}×{backbone.config.sample_size}×{backbone.config.in_channels}")
+    if args.t_start is not None and args.t_start > t_max:
+        raise CLIError(f"--t-start must be in [0, t_max={t_max:g}] of the pipeline's scheduler, got {args.t_start:g}")
+    if args.class_label is not None and num_classes is None:
+        raise CLIError(f"--class-label {args.class_label}: the pipeline is unconditional (its model has no "
+                       "classes); drop --class-label")
+    if args.class_label is not None and not 0 <= args.class_label < num_classes:
+        raise CLIError(f"--class-label must be in [0, {num_classes - 1}] (the pipeline's {num_classes} classes), "
+                       f"got {args.class_label}")
+    classifier = ref = None
+    if args.reference is not None:  # everything the Fréchet distance needs, before sampling
+        if (backbone.config.sample_size, backbone.config.in_channels) != (28, 1):
+            raise CLIError(f"--reference scores 28×28 grey digits (the shipped classifier's input); this pipeline "
+                           f"makes {backbone.config.sample_size}×{backbone.config.sample_size}×"
+                           f"{backbone.config.in_channels}")
+        classifier = load_digit_classifier()
+        needed = max(classifier.config.feature_dim, 2)
+        if args.num_images < needed:
+            raise CLIError(f"--reference needs --num-images >= {needed} (the classifier's {needed} feature "
+                           f"dimensions), got {args.num_images}")
+        ref, _ = load_images(args.reference, split="test", num_images=None, seed=args.seed, backbone=backbone,
+                             resize=False, argname="--reference")
+        if len(ref) < needed:
+            raise CLIError(f"--reference {args.reference}: {len(ref)} test images; the Fréchet distance needs "
+                           f"at least {needed}")
+    generator = torch.Generator(device=backbone.device).manual_seed(args.seed)
     images, nfe, start = [], 0, time.perf_counter()
     for first in range(0, args.num_images, args.batch_size):
         b = min(args.batch_size, args.num_images - first)
@@ -183,7 +276,7 @@ def cmd_sample(args) -> None:
     used = pipe.sampling_config.replace(  # what the call used: the arguments given, else the pipeline's defaults
         t_start=args.t_start, num_inference_steps=args.steps, correct_steps=args.correct_steps, snr=args.snr,
         spacing=args.spacing, denoise=args.denoise)
-    t_start = used.t_start if used.t_start is not None else pipe.scheduler.t_max / 2
+    t_start = used.t_start if used.t_start is not None else t_max / 2
     rows = [["images", str(len(images))], ["t_start", f"{t_start:g}"],
             *([["refinement", "none (t_start = 0: plain AR sampling)"]] if t_start == 0 else
               [["refinement steps", f"{used.num_inference_steps} ({used.spacing} grid)"],
@@ -193,22 +286,16 @@ def cmd_sample(args) -> None:
             ["network evaluations", str(nfe)], ["seconds", f"{seconds:.1f}"],
             ["seconds / image", f"{seconds / len(images):.2f}"]]
     if args.reference is not None:
-        ref, _ = load_images(args.reference, split="test", num_images=None, seed=args.seed, backbone=backbone,
-                             resize=False, argname="--reference")
-        try:
-            classifier = load_digit_classifier()
-            fd = frechet_distance(classifier_features(images, classifier=classifier),
-                                  classifier_features(ref, classifier=classifier))
-        except ValueError as e:
-            raise CLIError(f"--reference: {e}") from e
+        fd = frechet_distance(classifier_features(images, classifier=classifier),
+                              classifier_features(ref, classifier=classifier))
         rows.append([f"Fréchet distance to {args.reference} test (digit-classifier features)", f"{fd:.3f}"])
     print(format_table(["sampling", "value"], rows))
-    out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     make_grid(images, nrow=args.nrow, scale=args.scale).save(out_path)
-    _wrote(out_path)
-    if args.save_npz:
-        np.savez_compressed(args.save_npz, images=images)
+    _wrote(Path(args.out))
+    if npz_path is not None:
+        npz_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(npz_path, images=images)
         _wrote(Path(args.save_npz))
 
 
@@ -216,16 +303,16 @@ def cmd_evaluate(args) -> None:
     import numpy as np
     import torch
 
-    args.device = resolve_device(args.device)
+    _check_plot_output(args)
     from ncml.evaluation import bits_per_dim, plot_bits_per_dim
     from ncml.evaluation.reporting import format_table
 
     pipe = load_pipeline(args.pipeline, args.device)
     backbone, scheduler = pipe.backbone, pipe.scheduler
+    ts = _times(args, scheduler)
     images, labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
                                  backbone=backbone, resize=args.resize)
     labels = _labels_for(backbone, labels)
-    ts = _times(args, scheduler)
     generator = torch.Generator(device=backbone.device).manual_seed(args.seed)
     clean, noised = [], []
     for t in ts:
@@ -244,37 +331,37 @@ def cmd_evaluate(args) -> None:
 def cmd_sanity_test(args) -> None:
     import torch
 
-    args.device = resolve_device(args.device)
+    if not any(p > 0 for p in args.pis):
+        raise CLIError(f"--pis needs a flip probability > 0 (0, p_data itself, is always included), got "
+                       f"{' '.join(f'{p:g}' for p in args.pis)}")
+    _check_plot_output(args)
     from ncml.evaluation import noise_robustness, plot_robustness
 
     pipe = load_pipeline(args.pipeline, args.device)
     backbone = pipe.backbone
+    ts = _times(args, pipe.scheduler)
     images, labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
                                  backbone=backbone, resize=args.resize)
-    ts = _times(args, pipe.scheduler)
-    try:
-        result = noise_robustness(backbone, images, pis=tuple(args.pis), ts=ts,
-                                  class_labels=_labels_for(backbone, labels), batch_size=args.batch_size,
-                                  generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress)
-    except ValueError as e:
-        raise CLIError(str(e)) from e
+    result = noise_robustness(backbone, images, pis=tuple(args.pis), ts=ts,
+                              class_labels=_labels_for(backbone, labels), batch_size=args.batch_size,
+                              generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress)
     print(f"LSB sanity test on {args.dataset} ({args.split}), {len(images)} images; bits/dim (section 3.1, Eq. 9)")
     print(result.table())
     _wrote(plot_robustness(result, args.out, title=f"{args.dataset}: Δlog p against t"))
 
 
 def cmd_ood(args) -> None:
-    args.device = resolve_device(args.device)
+    _check_plot_output(args)
     from ncml.evaluation import ood_auroc, plot_ood_histograms
 
     pipe = load_pipeline(args.pipeline, args.device)
     backbone = pipe.backbone
+    ts = _check_times(tuple(args.ts) if args.ts else (0.0,), pipe.scheduler)
     in_images, in_labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
                                        backbone=backbone, resize=args.resize)
     out_images, out_labels = load_images(args.ood_dataset, split=args.split, num_images=args.num_images,
                                          seed=args.seed + 1, backbone=backbone, resize=args.resize,
                                          argname="--ood-dataset")
-    ts = _check_times(tuple(args.ts) if args.ts else (0.0,), pipe.scheduler)
     result = ood_auroc(backbone, in_images, out_images, args.statistic, ts=ts,
                        in_labels=_labels_for(backbone, in_labels), out_labels=_labels_for(backbone, out_labels),
                        batch_size=args.batch_size, progress=not args.no_progress)
@@ -285,11 +372,49 @@ def cmd_ood(args) -> None:
 
 
 # ---- argument parsing ---------------------------------------------------------------------------------
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+MAX_SEED = 2**32 - 1
+
+
+def _int_type(lo: int, hi: int | None = None):
+    """An argparse ``type``: an int in ``[lo, hi]``; the error names the range and the value given."""
+    expected = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {s!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_type(expected: str, ok):
+    """An argparse ``type``: a finite float for which ``ok(v)`` holds (``expected`` says which)."""
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {s!r}") from None
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {s}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_type(1)
+_time = _float_type("a finite number >= 0 (an SDE time)", lambda v: v >= 0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line ``ncml: error: …`` with exit status 2, like the commands' own errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"ncml: error: {message} (see '{self.prog} --help')\n")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -304,7 +429,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ncml", description=__doc__, formatter_class=_HelpFormatter)
+    parser = _Parser(prog="ncml", description=__doc__, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,evaluate,sanity-test,ood}")
 
     def common(p, *, out: str, what: str):
@@ -313,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto",
                        help=f"torch device: {DEVICES}; auto = CUDA where available, else the CPU")
         p.add_argument("--batch-size", type=_positive_int, default=64, help="images per network call")
-        p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+        p.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, help="seed of every random draw")
         p.add_argument("--out", default=out, help=what)
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -325,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
 
     def times(p, help_default: str):
-        p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T",
+        p.add_argument("--ts", type=_time, nargs="+", default=None, metavar="T",
                        help=f"times t in [0, t_max] ({help_default})")
-        p.add_argument("--num-times", type=_positive_int, default=6,
+        p.add_argument("--num-times", type=_int_type(2), default=6,
                        help="number of default times: 0 and log-spaced ones up to t_max")
 
     def add(name: str, help: str):
@@ -337,20 +462,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, out="samples.png", what="image of the sample grid; its extension (.png, .jpg, …) picks the format")
     p.add_argument("--num-images", type=_positive_int, default=16, help="number of samples")
     # sampler settings: None = the pipeline's sampling_config.json (the best setting measured for that model)
-    p.add_argument("--t-start", type=float, default=None,
+    p.add_argument("--t-start", type=_time, default=None,
                    help="AR sampling time in [0, t_max]; 0 = plain AR (default: the pipeline's sampling config, "
                         "else t_max / 2)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="refinement steps from t_start to 0 (default: the pipeline's sampling config)")
-    p.add_argument("--correct-steps", type=int, default=None,
+    p.add_argument("--correct-steps", type=_int_type(0), default=None,
                    help="Langevin corrector steps per step (default: the pipeline's sampling config)")
-    p.add_argument("--snr", type=float, default=None,
+    p.add_argument("--snr", type=_float_type("a finite number > 0", lambda v: v > 0), default=None,
                    help="corrector signal-to-noise ratio (default: the pipeline's sampling config)")
     p.add_argument("--spacing", choices=("uniform", "log"), default=None,
                    help="refinement time grid (default: the pipeline's sampling config)")
     p.add_argument("--denoise", choices=("mean", "tweedie", "none"), default=None,
                    help="last step: predictor mean, a Tweedie step, or the noisy sample (default: sampling config)")
-    p.add_argument("--class-label", type=int, default=None,
+    p.add_argument("--class-label", type=_int_type(0), default=None,
                    help="class of every sample, for class-conditional models (default: cycle through the classes)")
     p.add_argument("--nrow", type=_positive_int, default=None,
                    help="images per grid row (default: about the square root of --num-images)")
@@ -372,8 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, out="robustness.png", what="PNG plot to write")
     data(p, num_images=200)
     times(p, "default: 0 and log-spaced times up to the scheduler's t_max")
-    p.add_argument("--pis", type=float, nargs="+", default=[0.0, 0.5, 1.0], metavar="PI",
-                   help="LSB flip probabilities (default: 0 0.5 1)")
+    p.add_argument("--pis", type=_float_type("a probability in [0, 1]", lambda v: 0 <= v <= 1), nargs="+",
+                   default=[0.0, 0.5, 1.0], metavar="PI", help="LSB flip probabilities (default: 0 0.5 1)")
     p.set_defaults(func=cmd_sanity_test)
 
     p = add("ood", "out-of-distribution detection: AUROC of NLL statistics, histograms")
@@ -382,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ood-dataset", required=True,
                    help="mnist5k | digits | fashion-mnist | cifar10 | lfw-faces | photo-crops | noise | an image "
                         "folder (required)")
-    p.add_argument("--ts", type=float, nargs="+", default=None, metavar="T", help="times t in [0, t_max] (default: 0)")
+    p.add_argument("--ts", type=_time, nargs="+", default=None, metavar="T", help="times t in [0, t_max] (default: 0)")
     p.add_argument("--statistic", default="nll_mean", choices=("nll", "nll_mean"),
                    help="nll: NLL at the first t; nll_mean: NLL averaged over --ts")
     p.set_defaults(func=cmd_ood)
@@ -390,7 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``ncml`` command line; returns the exit status (0 on success, 2 on a usage error)."""
+    """Run the ``ncml`` command line; returns the exit status (0 on success, 2 on a usage error).
+
+    Usage errors (argparse's and the commands' :class:`CLIError`) print one line ``ncml: error: …``; anything
+    else is a bug and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
