@@ -10,6 +10,10 @@ number of extra steps with the same batch, learning rate, seed and data order; o
 the same budget. Training uses the training digits without the validation split
 (``ncml.data.load_dataset("mnist5k", "train", exclude_validation=True)``), and every figure that picks the winner
 or the sampler settings is measured on the 500 validation digits; the test digits are not touched here.
+
+``--ship`` replaces the bundled pipelines by the winner and the MLE variant (with their recommended sampler
+settings in ``sampling_config.json``). A later rerun then continues from those shipped models, not from the
+6,000-step ones the recorded ablation started from: the step counts in the model cards say which is which.
 """
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ def train_command(variant: str, out: Path, steps: int, eval_steps: int) -> list[
     flags, _ = VARIANTS[variant]
     return [sys.executable, str(TRAIN), "--config", str(CONFIG), "--output_dir", str(out / variant),
             "--max_train_steps", str(steps), "--eval_steps", str(eval_steps),
-            "--checkpointing_steps", str(max(1, min(200, steps))), "--init_from", init_pipeline(variant),
+            "--checkpointing_steps", str(max(1, min(200, steps))), "--init_from", str(init_pipeline(variant)),
             *COMMON, *flags]
 
 
