@@ -1,8 +1,17 @@
 # Two entry points: `make demo` and `make test`. Each builds .venv on a fresh machine.
 PYTHON ?= python3
 VENV   ?= .venv
-# CPU builds: CI sets TORCH=torch==2.13.0 (a local CPU wheel); users keep a plain `torch` requirement.
-TORCH  ?= torch
+# PyTorch. On Linux, PyPI's `torch` is the CUDA build (about 3 GB with its nvidia-* wheels), so when TORCH is not
+# given and no NVIDIA GPU answers `nvidia-smi -L`, the CPU build is installed from PyTorch's CPU index instead.
+# TORCH=<requirement> (CI: TORCH=torch==2.13.0) installs exactly that from pip's configured indexes, nothing else;
+# TORCH_INDEX=<pip options> picks the index yourself (e.g. --index-url https://download.pytorch.org/whl/cu126),
+# TORCH_INDEX= none. The requirement is quoted for the shell (TORCH='torch>=2.4' is fine); TORCH_INDEX is not.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifeq ($(origin TORCH),undefined)
+TORCH_INDEX ?= $(if $(shell [ "$$(uname -s)" = Linux ] && ! nvidia-smi -L >/dev/null 2>&1 && echo cpu),--index-url $(TORCH_CPU_INDEX))
+endif
+TORCH       ?= torch
+TORCH_INDEX ?=
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
@@ -11,7 +20,9 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	@echo "Installing PyTorch: pip install $(strip $(TORCH_INDEX) '$(TORCH)')"
+	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH)" || { echo "PyTorch did not install; choose the build with" \
+	    "TORCH=<requirement> and/or TORCH_INDEX=<pip options> (README, Install)" >&2; exit 1; }
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
