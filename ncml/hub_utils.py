@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ def refuse_pickles(folder: Path, expected: str) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8, atomically (:func:`atomic_write`)."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
@@ -127,11 +128,12 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Write ``path`` via a temporary file in the same folder and ``os.replace``.
 
     A reader (or a crash) sees either the old file or the complete new one, never a partial write.
-    ``write_fn(fileobj)`` writes the content.
+    ``write_fn(fileobj)`` writes the content. The file gets the permissions a plain ``open(path, "w")`` gives a new
+    file, ``0o666`` less the process umask (``0o644`` under the usual umask ``022``), not ``mkstemp``'s ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -144,7 +146,25 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
         raise
 
 
+def _create_temp_file(path: Path) -> tuple[int, str]:
+    """Create a new file ``.<name>.<random>.tmp`` beside ``path``; return its descriptor (open for writing) and path.
+
+    Created like ``open()`` creates a file (mode ``0o666``, which the kernel reduces by the umask), but exclusively:
+    an existing name is never reused or followed.
+    """
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}: 100 random names were all taken")
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` to ``path`` as indented JSON with a final newline, atomically (:func:`atomic_write`)."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 

@@ -6,10 +6,18 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
+from gaussian_backbone import GaussianBackbone  # noqa: E402
+
+from ncml import NCMLPipeline, VPSDEScheduler  # noqa: E402
+from ncml import hub_utils  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +85,40 @@ def test_ci_and_readme_keep_their_commands():
     assert readme[3].startswith("make demo ") and readme[4].startswith("make test ")
     install = "\n".join(readme).split("## Install", 1)[1].split("\n## ", 1)[0]
     assert "TORCH_INDEX" in install and "download.pytorch.org/whl/cpu" in install
+
+
+# ---- 2. saved files get open()'s permissions, not mkstemp's 0600 ----------------------------------------
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_saved_files_get_the_permissions_of_open(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        hub_utils.atomic_write_text(tmp_path / "a.txt", "x")
+        hub_utils.write_json(tmp_path / "b.json", {"a": 1})
+        hub_utils.atomic_write(tmp_path / "c.bin", lambda f: f.write(b"\0"))
+        hub_utils.atomic_write_text(tmp_path / "a.txt", "overwritten")
+        scheduler = VPSDEScheduler()
+        NCMLPipeline(GaussianBackbone.for_scheduler(scheduler), scheduler).save_pretrained(tmp_path / "pipe")
+        with open(tmp_path / "reference", "w"):
+            pass
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "reference").stat().st_mode) == expected
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) >= 8
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(expected)}, modes
+    assert not [p for p in files if p.name.endswith(".tmp")]
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    def fail(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    hub_utils.atomic_write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        hub_utils.atomic_write(tmp_path / "a.txt", fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "old"
