@@ -30,6 +30,11 @@ def resolve_folder(
     ``local_files_only=True`` it is taken from the local Hub cache and nothing is downloaded.
     ``subfolder`` is a relative path inside that folder; one that leads outside it (``".."``, an absolute path
     elsewhere) raises ``ValueError``.
+
+    A repo that cannot be had raises ``FileNotFoundError`` saying why: not in the local Hub cache under offline mode
+    or ``local_files_only=True``, no such repository or revision on the Hub (or a private / gated one without a
+    token), or an HTTP error from the Hub; :class:`HubSnapshotNotCachedError` (also a ``FileNotFoundError``) if the
+    Hub could not be reached at all.
     """
     if not isinstance(path_or_repo_id, (str, os.PathLike)):
         raise TypeError(f"path_or_repo_id must be a str or path, got {type(path_or_repo_id).__name__}")
@@ -73,12 +78,81 @@ def _looks_like_path(s: str) -> bool:
     return s.startswith((".", "/", "~")) or s.count("/") > 1 or "\\" in s
 
 
+class HubConnectionError(ConnectionError):
+    """The Hugging Face Hub could not be reached: no network, a DNS failure, a timeout, a proxy error, or Hub offline
+    mode (``HF_HUB_OFFLINE=1``). Raised by uploads (``push_to_hub``) and, as :class:`HubSnapshotNotCachedError`, by
+    loads of a repo that is not in the local Hub cache. The original error is its ``__cause__``."""
+
+
+class HubSnapshotNotCachedError(HubConnectionError, FileNotFoundError):
+    """A Hub repo could not be downloaded because the Hub could not be reached, and it is not in the local Hub cache.
+
+    Both a :class:`HubConnectionError` and a ``FileNotFoundError`` (like every other "these files are not available"
+    error of ``from_pretrained``).
+    """
+
+
+def network_error_types() -> tuple[type[BaseException], ...]:
+    """The exception classes that mean "the network or the Hub's host could not be reached".
+
+    Python's own (``ConnectionError``, which includes ``huggingface_hub``'s ``OfflineModeIsEnabled``,
+    ``TimeoutError``, ``socket.gaierror``) and the transport errors of the HTTP clients ``huggingface_hub`` uses
+    (``httpx``-style ``TransportError``: connect, timeout, proxy and protocol errors; ``requests``' connection and
+    timeout errors), for the clients that are installed. HTTP status errors (404, 401, 5xx) are not among them.
+    """
+    import socket
+
+    types_: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror]
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        if isinstance(getattr(module, "TransportError", None), type):
+            types_.append(module.TransportError)
+    try:
+        import requests
+    except ImportError:
+        pass
+    else:
+        types_ += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+    return tuple(types_)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip().rstrip(":")
+
+
+def _hub_offline() -> bool:
+    """Whether ``huggingface_hub`` is in offline mode (``HF_HUB_OFFLINE=1``, read when it was imported)."""
+    from huggingface_hub import constants
+
+    is_offline = getattr(constants, "is_offline_mode", None)
+    return bool(is_offline() if callable(is_offline) else getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _causes(error: BaseException):
+    """``error`` and the exceptions it was raised from (``__cause__``, else ``__context__``), innermost last."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def _snapshot(repo_id, revision, cache_dir, token, local_files_only) -> str:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    """``snapshot_download``, its errors turned into one that says why the repo is not available: not in the local
+    Hub cache under offline mode or ``local_files_only``, the Hub could not be reached
+    (:class:`HubSnapshotNotCachedError`), no such repo or revision (or a private / gated one), or an HTTP error."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (HFValidationError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
 
     from . import __version__
 
+    what = f"path_or_repo_id={repo_id!r}" + ("" if revision is None else f" (revision={revision!r})")
+    cache = f"the local Hub cache ({cache_dir or constants.HF_HUB_CACHE})"
+    network_errors = network_error_types()
     try:
         return snapshot_download(
             repo_id,
@@ -91,11 +165,50 @@ def _snapshot(repo_id, revision, cache_dir, token, local_files_only) -> str:
         )
     except HFValidationError as e:
         raise ValueError(f"path_or_repo_id={repo_id!r} is neither an existing folder nor a valid Hub repo id") from e
-    except (LocalEntryNotFoundError, RepositoryNotFoundError) as e:
+    except RevisionNotFoundError as e:
+        raise FileNotFoundError(f"{what}: the repo exists on the Hub but has no revision {revision!r} "
+                                "(a branch, tag or commit hash)") from e
+    except RepositoryNotFoundError as e:  # includes gated repos
         raise FileNotFoundError(
-            f"path_or_repo_id={repo_id!r}: not a local folder, and not found on the Hub or in the local Hub cache "
-            f"(offline={os.environ.get('HF_HUB_OFFLINE', '0')}, revision={revision!r})"
-        ) from e
+            f"{what}: not a local folder, and the repository was not found on the Hub: no such repo id, or it is "
+            "private or gated and needs an access token (token=..., or log in with `hf auth login`)") from e
+    except LocalEntryNotFoundError as e:
+        causes = list(_causes(e))[1:]
+        offline = _hub_offline() or any(isinstance(c, OfflineModeIsEnabled) for c in causes)
+        if local_files_only or offline:
+            why = " and ".join(reason for reason, on in (("local_files_only=True", local_files_only),
+                                                         ("Hub offline mode is on (HF_HUB_OFFLINE=1)", offline)) if on)
+            fix = " and ".join(fix for fix, on in (("pass local_files_only=False", local_files_only),
+                                                   ("unset HF_HUB_OFFLINE", offline)) if on)
+            raise FileNotFoundError(f"{what}: not a local folder, and not in {cache}; nothing is downloaded because "
+                                    f"{why} ({fix} to download it, or check the repo id)") from e
+        network = next((c for c in causes if isinstance(c, network_errors)), None)
+        if network is not None:
+            raise HubSnapshotNotCachedError(
+                f"{what}: not a local folder, and not in {cache}; it could not be downloaded because the Hugging Face "
+                f"Hub could not be reached ({_describe(network)}). Check the network connection and proxy settings "
+                "and retry") from e
+        http = next((c for c in causes if isinstance(c, HfHubHTTPError)), None)
+        if http is not None:
+            status = getattr(getattr(http, "response", None), "status_code", None)
+            raise FileNotFoundError(
+                f"{what}: not a local folder, and not in {cache}; the Hub answered with an error (HTTP {status}: "
+                f"{_describe(http)})") from e
+        raise FileNotFoundError(f"{what}: not a local folder, and not available from the Hub or in {cache} "
+                                f"({_describe(e)})") from e
+    except HfHubHTTPError as e:  # e.g. 401 for a private repo without a token
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        hint = ("; a private or gated repo needs an access token (token=..., or `hf auth login`)"
+                if status in (401, 403) else "")
+        raise FileNotFoundError(f"{what}: the download from the Hub failed with HTTP {status} ({_describe(e)})"
+                                f"{hint}") from e
+    except network_errors as e:  # lost during the download, or a proxy error
+        if isinstance(e, OfflineModeIsEnabled):
+            raise HubSnapshotNotCachedError(f"{what}: Hub offline mode is on (HF_HUB_OFFLINE=1), and the repo is not "
+                                            f"completely in {cache}; unset HF_HUB_OFFLINE to download it") from e
+        raise HubSnapshotNotCachedError(
+            f"{what}: the download from the Hugging Face Hub failed because the Hub could not be reached "
+            f"({_describe(e)}). Check the network connection and proxy settings and retry") from e
 
 
 def refuse_pickles(folder: Path, expected: str) -> None:
@@ -218,12 +331,25 @@ def model_card_text(*, title: str, summary: str, tags: list[str] | None = None, 
 
 def upload_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, token: str | None = None,
                   commit_message: str | None = None):
-    """Create ``repo_id`` if needed and upload every file of ``folder`` (``HfApi.upload_folder``)."""
+    """Create ``repo_id`` if needed and upload every file of ``folder`` (``HfApi.upload_folder``).
+
+    Raises :class:`HubConnectionError`, naming ``repo_id``, if the Hub cannot be reached (no network, a timeout, a
+    proxy error, or offline mode); HTTP errors the Hub answers with (e.g. 401 without a token) propagate as they are.
+    """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
     if not isinstance(repo_id, str) or not repo_id:
         raise ValueError(f"repo_id must be a non-empty string like 'org/name', got {repo_id!r}")
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder),
-                             commit_message=commit_message or "Upload with ncml")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                                 commit_message=commit_message or "Upload with ncml")
+    except OfflineModeIsEnabled as e:
+        raise HubConnectionError(f"cannot upload to the Hub repo repo_id={repo_id!r}: Hub offline mode is on "
+                                 "(HF_HUB_OFFLINE=1); unset HF_HUB_OFFLINE to upload") from e
+    except network_error_types() as e:
+        raise HubConnectionError(
+            f"cannot upload to the Hub repo repo_id={repo_id!r}: the Hugging Face Hub could not be reached "
+            f"({_describe(e)}). Check the network connection and proxy settings and retry") from e

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
@@ -18,6 +19,7 @@ from gaussian_backbone import GaussianBackbone  # noqa: E402
 
 from ncml import NCMLPipeline, VPSDEScheduler  # noqa: E402
 from ncml import hub_utils  # noqa: E402
+from ncml.hub_utils import HubConnectionError, HubSnapshotNotCachedError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,3 +124,178 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
         hub_utils.atomic_write(tmp_path / "a.txt", fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
     assert (tmp_path / "a.txt").read_text() == "old"
+
+
+# ---- 3. the Hub out of reach ----------------------------------------------------------------------------
+def connect_error(message: str = "[Errno -3] Temporary failure in name resolution") -> Exception:
+    """The error huggingface_hub's HTTP client raises when the host cannot be reached."""
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        return module.ConnectError(message)
+    import requests
+
+    return requests.exceptions.ConnectionError(message)
+
+
+def http_error(cls, status: int, url: str = "https://huggingface.co/api/models/org/name"):
+    """``cls`` (an ``HfHubHTTPError`` subclass) as huggingface_hub raises it, with a response of ``status``."""
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        response = module.Response(status, request=module.Request("GET", url))
+        break
+    else:
+        import requests
+
+        response = requests.Response()
+        response.status_code, response.url = status, url
+    return cls(f"{status} Client Error for url: {url}", response=response)
+
+
+@pytest.fixture
+def unreachable_upload(monkeypatch):
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(repo_id)
+        raise connect_error()
+
+    def upload_folder(self, **kwargs):
+        raise AssertionError("upload_folder reached after create_repo failed")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_hub_without_network_says_so(unreachable_upload):
+    scheduler = VPSDEScheduler()
+    pipe = NCMLPipeline(GaussianBackbone.for_scheduler(scheduler), scheduler)
+    for component, repo_id in ((pipe, "org/tiny-pipe"), (scheduler, "org/tiny-sched")):
+        with pytest.raises(HubConnectionError) as info:
+            component.push_to_hub(repo_id)
+        message = str(info.value)
+        assert f"repo_id={repo_id!r}" in message and "Hub could not be reached" in message
+        assert "ConnectError" in message and "Temporary failure in name resolution" in message
+        assert isinstance(info.value, ConnectionError) and info.value.__cause__ is not None
+    assert unreachable_upload == ["org/tiny-pipe", "org/tiny-sched"]
+
+
+def test_push_to_hub_names_the_repo_and_a_timeout(monkeypatch):
+    def create_repo(self, repo_id, **kwargs):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    with pytest.raises(HubConnectionError, match=r"repo_id='org/tiny'.*could not be reached \(TimeoutError"):
+        VPSDEScheduler().push_to_hub("org/tiny")
+
+
+def test_push_to_hub_in_offline_mode_says_so(monkeypatch):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    def create_repo(self, repo_id, **kwargs):
+        raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    with pytest.raises(HubConnectionError, match=r"repo_id='org/tiny'.*offline mode.*HF_HUB_OFFLINE"):
+        VPSDEScheduler().push_to_hub("org/tiny")
+
+
+def test_http_errors_of_an_upload_are_not_called_network_errors(monkeypatch):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    def create_repo(self, repo_id, **kwargs):
+        raise http_error(HfHubHTTPError, 401)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    with pytest.raises(HfHubHTTPError):
+        VPSDEScheduler().push_to_hub("org/tiny")
+
+
+def fake_snapshot_download(monkeypatch, error: BaseException, cause: BaseException | None = None):
+    """Make ``snapshot_download`` raise ``error`` (from ``cause``), as huggingface_hub does."""
+
+    def snapshot_download(repo_id, **kwargs):
+        if cause is None:
+            raise error
+        raise error from cause
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    if hasattr(huggingface_hub.constants, "is_offline_mode"):
+        monkeypatch.setattr(huggingface_hub.constants, "is_offline_mode", lambda: False)
+
+
+def test_from_pretrained_with_the_network_unreachable(monkeypatch):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    fake_snapshot_download(monkeypatch, LocalEntryNotFoundError("cannot find the snapshot"), connect_error())
+    with pytest.raises(HubSnapshotNotCachedError) as info:
+        NCMLPipeline.from_pretrained("org/name")
+    message = str(info.value)
+    assert "'org/name'" in message and "could not be reached" in message and "ConnectError" in message
+    assert "not in the local Hub cache" in message and "not found on the Hub" not in message
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ConnectionError)
+    with pytest.raises(HubSnapshotNotCachedError, match="could not be reached"):
+        VPSDEScheduler.from_pretrained("org/name")
+
+
+def test_a_network_error_during_the_download_is_named(monkeypatch):
+    fake_snapshot_download(monkeypatch, connect_error("connection reset"))
+    with pytest.raises(HubSnapshotNotCachedError, match=r"'org/name'.*could not be reached.*connection reset"):
+        VPSDEScheduler.from_pretrained("org/name")
+
+
+def test_from_pretrained_of_a_missing_repository(monkeypatch):
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    fake_snapshot_download(monkeypatch, http_error(RepositoryNotFoundError, 404))
+    with pytest.raises(FileNotFoundError, match=r"'org/name'.*repository was not found on the Hub.*token") as info:
+        NCMLPipeline.from_pretrained("org/name")
+    assert not isinstance(info.value, ConnectionError)
+    fake_snapshot_download(monkeypatch, http_error(GatedRepoError, 403))
+    with pytest.raises(FileNotFoundError, match="private or gated"):
+        NCMLPipeline.from_pretrained("org/name")
+    fake_snapshot_download(monkeypatch, http_error(RevisionNotFoundError, 404))
+    with pytest.raises(FileNotFoundError, match="has no revision 'v2'"):
+        NCMLPipeline.from_pretrained("org/name", revision="v2")
+
+
+def test_from_pretrained_when_the_hub_answers_with_an_error(monkeypatch):
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    fake_snapshot_download(monkeypatch, LocalEntryNotFoundError("cannot find the snapshot"),
+                           http_error(HfHubHTTPError, 503))
+    with pytest.raises(FileNotFoundError, match=r"'org/name'.*answered with an error \(HTTP 503") as info:
+        NCMLPipeline.from_pretrained("org/name")
+    assert not isinstance(info.value, ConnectionError)
+
+
+def test_cache_only_loads_say_why(hub_cache, monkeypatch):
+    """Real ``snapshot_download`` on an empty cache: nothing is mocked but the environment."""
+    # local_files_only=True with offline mode off: only local_files_only is to blame
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    if hasattr(huggingface_hub.constants, "is_offline_mode"):
+        monkeypatch.setattr(huggingface_hub.constants, "is_offline_mode", lambda: False)
+    with pytest.raises(FileNotFoundError) as info:
+        NCMLPipeline.from_pretrained("org/name", cache_dir=hub_cache, local_files_only=True)
+    message = str(info.value)
+    assert "local_files_only=True" in message and str(hub_cache) in message
+    assert "HF_HUB_OFFLINE" not in message and "not found on the Hub" not in message
+    assert not isinstance(info.value, ConnectionError)
+
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    if hasattr(huggingface_hub.constants, "is_offline_mode"):
+        monkeypatch.setattr(huggingface_hub.constants, "is_offline_mode", lambda: True)
+    with pytest.raises(FileNotFoundError) as info:
+        VPSDEScheduler.from_pretrained("org/name", cache_dir=hub_cache)
+    message = str(info.value)
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in message and "local_files_only=True" not in message
+    assert "not in the local Hub cache" in message
