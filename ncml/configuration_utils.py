@@ -7,6 +7,10 @@ A config *file* (``from_pretrained``) must also list every field: a missing one 
 the dataclass default, which may differ from the value the component was trained with. A dict passed to
 ``from_config`` in code may leave fields out; they take their defaults.
 
+Every ``config_class`` of a ``ConfigMixin`` subclass also reads like a read-only dict of its fields, as diffusers'
+configs do: ``scheduler.config["t_max"]``, ``"t_max" in config``, ``list(config)`` (field names),
+``dict(config)``; attribute access (``config.t_max``) is unchanged (see :func:`add_item_access`).
+
 Classes are resolved by ``(top-level package, class name)`` only, from a registry of ``ConfigMixin``
 subclasses that are already imported (ncml's own, plus user subclasses such as a custom ``SDEScheduler``):
 nothing is imported because a JSON file says so, and a user class named like one of ncml's does not
@@ -62,6 +66,59 @@ def resolve_class(library: str, class_name: str, base: type, *, argname: str) ->
     if not issubclass(cls, base):
         raise ValueError(f"{argname}: {class_name} is not a {base.__name__}")
     return cls
+
+
+def add_item_access(config_class: type) -> None:
+    """Give the frozen dataclass ``config_class`` read-only dict-style access to its fields.
+
+    ``config["name"]`` is ``config.name`` (an unknown name raises ``KeyError`` listing the fields), ``"name" in
+    config`` tests for a field, iterating yields the field names and ``config.keys()`` returns them, so
+    ``dict(config)`` is ``{name: value}``. Item assignment raises ``TypeError`` (configs are frozen). Methods the class
+    already defines, and ``keys`` where it is a field name, are left alone. ``ConfigMixin`` calls this for the
+    ``config_class`` of every subclass; a non-dataclass is ignored.
+    """
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        return
+    field_names = {f.name for f in dataclasses.fields(config_class)}
+    for name, method in _ITEM_ACCESS.items():
+        if name in field_names or name in vars(config_class):
+            continue
+        if getattr(config_class, name, None) not in (None, method, getattr(object, name, None)):
+            continue  # inherited from a base other than object that defines it itself
+        setattr(config_class, name, method)
+
+
+def _config_getitem(self, name: str) -> Any:
+    """The value of the field ``name`` (``config["t_max"]`` is ``config.t_max``)."""
+    names = [f.name for f in dataclasses.fields(self)]
+    if not isinstance(name, str):
+        raise TypeError(f"{type(self).__name__} is indexed by field name (a str), got {type(name).__name__}; "
+                        f"fields: {names}")
+    if name not in names:
+        raise KeyError(f"{type(self).__name__} has no field {name!r}; fields: {names}")
+    return getattr(self, name)
+
+
+def _config_setitem(self, name, value) -> None:
+    raise TypeError(f"{type(self).__name__} is frozen: config[{name!r}] cannot be assigned; make a changed copy "
+                    f"with dataclasses.replace(config, {name}=...) or <Component>.from_config(config, {name}=...)")
+
+
+def _config_contains(self, name) -> bool:
+    return isinstance(name, str) and name in {f.name for f in dataclasses.fields(self)}
+
+
+def _config_iter(self):
+    return iter([f.name for f in dataclasses.fields(self)])
+
+
+def _config_keys(self) -> list[str]:
+    """The field names, in declaration order."""
+    return [f.name for f in dataclasses.fields(self)]
+
+
+_ITEM_ACCESS = {"__getitem__": _config_getitem, "__setitem__": _config_setitem, "__contains__": _config_contains,
+                "__iter__": _config_iter, "keys": _config_keys}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -151,14 +208,30 @@ class ConfigMixin:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         register_class(cls)
+        if "config_class" in vars(cls):
+            add_item_access(cls.config_class)  # config["field"], as in diffusers
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls: type[T], config: dict | Any) -> T:
+    def from_config(cls: type[T], config: dict | Any, /, **overrides: Any) -> T:
         """Build from a config dataclass or a JSON dict (unknown keys raise ``ValueError``).
 
         Fields missing from a dict take their defaults; ``from_pretrained`` instead requires every field.
+        ``overrides`` replace fields by name, e.g. ``VESDEScheduler.from_config(scheduler.config, t_max=1.0)``; they
+        are checked like the config's own values, and a name that is not a field raises ``TypeError`` naming it.
         """
+        if overrides:
+            fields = [f.name for f in dataclasses.fields(cls.config_class)]
+            unknown = sorted(set(overrides) - set(fields))
+            if unknown:
+                raise TypeError(f"{cls.__name__}.from_config got unknown config field(s) {unknown}; the fields of "
+                                f"{cls.config_class.__name__} are {fields}")
+            if isinstance(config, dict):
+                config = {**config, **{k: _to_json(v) for k, v in overrides.items()}}
+            else:  # a checked copy of the dataclass (its __post_init__ runs again)
+                config = cls._config_object(config, argname="config", require_all=False)
+                hints = typing.get_type_hints(type(config))
+                config = dataclasses.replace(config, **{k: _check_type(k, v, hints[k]) for k, v in overrides.items()})
         return cls._from_config_object(cls._config_object(config, argname="config", require_all=False))
 
     @classmethod

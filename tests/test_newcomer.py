@@ -3,6 +3,7 @@ without a network, diffusers habits, the licence. All offline: the Hub is mocked
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -17,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
 from gaussian_backbone import GaussianBackbone  # noqa: E402
 
-from ncml import NCMLPipeline, VPSDEScheduler  # noqa: E402
+from ncml import NCMLPipeline, VESDEScheduler, VPSDEScheduler  # noqa: E402
 from ncml import hub_utils  # noqa: E402
 from ncml.hub_utils import HubConnectionError, HubSnapshotNotCachedError  # noqa: E402
 
@@ -299,3 +300,57 @@ def test_cache_only_loads_say_why(hub_cache, monkeypatch):
     message = str(info.value)
     assert "offline mode is on (HF_HUB_OFFLINE=1)" in message and "local_files_only=True" not in message
     assert "not in the local Hub cache" in message
+
+
+# ---- 4. diffusers habits: configs -----------------------------------------------------------------------
+def test_configs_are_subscriptable_by_field_name():
+    scheduler = VESDEScheduler(t_max=0.4)
+    config = scheduler.config
+    assert config["t_max"] == config.t_max == 0.4
+    assert "sigma_max" in config and "nope" not in config and 0 not in config
+    assert list(config) == config.keys() == [f.name for f in dataclasses.fields(config)]
+    assert dict(config) == {"t_max": 0.4, "sigma_min": 0.01, "sigma_max": 50.0}
+    with pytest.raises(KeyError, match="no field 'tmax'.*t_max"):
+        config["tmax"]
+    with pytest.raises(TypeError, match="indexed by field name"):
+        config[0]
+    with pytest.raises(TypeError, match=r"frozen.*dataclasses.replace\(config, t_max="):
+        config["t_max"] = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.t_max = 1.0
+    backbone = GaussianBackbone.for_scheduler(VPSDEScheduler())
+    assert backbone.config["sample_size"] == backbone.config.sample_size
+    from ncml.models.ncpn import NCPNConfig
+
+    assert NCPNConfig()["num_bits"] == NCPNConfig().num_bits
+
+
+def test_a_user_config_gets_item_access_and_keeps_its_own_fields():
+    from ncml.schedulers import SDEScheduler
+
+    @dataclasses.dataclass(frozen=True)
+    class KeysConfig:
+        t_max: float = 1.0
+        keys: int = 3  # a field named like the mapping method is left a field
+
+    class KeysScheduler(SDEScheduler):
+        config_class = KeysConfig
+
+    config = KeysScheduler().config
+    assert config["keys"] == config.keys == 3 and config["t_max"] == 1.0 and list(config) == ["t_max", "keys"]
+
+
+def test_from_config_takes_field_overrides():
+    config = VESDEScheduler().config
+    scheduler = VESDEScheduler.from_config(config, t_max=1.0)
+    assert scheduler.config == dataclasses.replace(config, t_max=1.0) and config.t_max == 0.5
+    assert VESDEScheduler.from_config({"sigma_max": 10.0}, t_max=1).config.t_max == 1.0
+    assert VESDEScheduler.from_config(dict(config), sigma_max=20.0).config.sigma_max == 20.0
+    with pytest.raises(TypeError, match=r"unknown config field\(s\) \['tmax'\].*t_max"):
+        VESDEScheduler.from_config(config, tmax=1.0)
+    with pytest.raises(TypeError, match="t_max: expected float"):
+        VESDEScheduler.from_config(config, t_max="1")
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        VESDEScheduler.from_config(config, sigma_min=100.0)
+    with pytest.raises(TypeError, match="config must be"):
+        VESDEScheduler.from_config(VPSDEScheduler().config, t_max=1.0)
