@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import huggingface_hub
+import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
 from gaussian_backbone import GaussianBackbone  # noqa: E402
@@ -21,6 +23,7 @@ from gaussian_backbone import GaussianBackbone  # noqa: E402
 from ncml import NCMLPipeline, VESDEScheduler, VPSDEScheduler  # noqa: E402
 from ncml import hub_utils  # noqa: E402
 from ncml.hub_utils import HubConnectionError, HubSnapshotNotCachedError  # noqa: E402
+from ncml.pipelines import NCMLPipelineOutput  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -354,3 +357,100 @@ def test_from_config_takes_field_overrides():
         VESDEScheduler.from_config(config, sigma_min=100.0)
     with pytest.raises(TypeError, match="config must be"):
         VESDEScheduler.from_config(VPSDEScheduler().config, t_max=1.0)
+
+
+# ---- 5. diffusers habits: pipelines ---------------------------------------------------------------------
+@pytest.fixture
+def pipe():
+    scheduler = VPSDEScheduler()
+    pipe = NCMLPipeline(GaussianBackbone.for_scheduler(scheduler), scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_from_pretrained_takes_torch_dtype_and_device(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    loaded = NCMLPipeline.from_pretrained(tmp_path, torch_dtype=torch.float64)
+    assert loaded.dtype == torch.float64 and loaded.backbone.loc.dtype == torch.float64
+    loaded = NCMLPipeline.from_pretrained(tmp_path, torch_dtype=torch.float16, device="cpu")
+    assert loaded.dtype == torch.float16 and loaded.device == torch.device("cpu")
+    replacement = GaussianBackbone.for_scheduler(pipe.scheduler)
+    loaded = NCMLPipeline.from_pretrained(tmp_path, backbone=replacement, torch_dtype=torch.float64)
+    assert loaded.backbone is replacement and replacement.dtype == torch.float64
+    with pytest.raises(TypeError, match="torch_dtype must be a floating-point torch.dtype.*'float16'"):
+        NCMLPipeline.from_pretrained(tmp_path, torch_dtype="float16")
+    with pytest.raises(TypeError, match="torch_dtype must be a floating-point.*torch.int8"):
+        NCMLPipeline.from_pretrained(tmp_path, torch_dtype=torch.int8)
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['torch_type'\].*torch_dtype"):
+        NCMLPipeline.from_pretrained(tmp_path, torch_type=torch.float16)
+    with pytest.raises(ValueError, match="device='gpu0' is not a device"):
+        NCMLPipeline.from_pretrained(tmp_path, device="gpu0")
+
+
+def test_to_takes_a_dtype_first(pipe):
+    assert pipe.to(torch.float64) is pipe and pipe.dtype == torch.float64
+    pipe.to("cpu", torch.float32)
+    assert pipe.dtype == torch.float32 and pipe.device == torch.device("cpu")
+    pipe.to(dtype=torch.float64)
+    assert pipe.dtype == torch.float64
+    pipe.to(torch.device("cpu"))
+    assert pipe.dtype == torch.float64
+    with pytest.raises(TypeError, match="two dtypes"):
+        pipe.to(torch.float16, torch.float32)
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype.*torch.int64"):
+        pipe.to(torch.int64)
+    with pytest.raises(TypeError, match="device must be a str"):
+        pipe.to(1.5)
+
+
+def test_output_indexes_like_diffusers(pipe):
+    out = pipe(2, t_start=0.1, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, NCMLPipelineOutput)
+    assert out[0] is out.images and out["images"] is out.images and out[1] == out["nfe"] == out.nfe
+    assert out[-1] is out.noisy_samples and out[:2] == (out.images, out.nfe)
+    images, nfe, noisy = out
+    assert images is out.images and len(out) == 3
+    assert list(dict(out)) == ["images", "nfe", "noisy_samples"] == out.keys()
+    assert isinstance(out[0], np.ndarray) and out[0].shape == (2, 4, 4, 1)
+    with pytest.raises(KeyError, match="no field 'image'.*images"):
+        out["image"]
+    with pytest.raises(IndexError):
+        out[3]
+    with pytest.raises(TypeError, match="field name, an int or a slice"):
+        out[1.0]
+
+
+def test_pipeline_config_is_the_model_index(pipe, tmp_path):
+    config = pipe.config
+    assert config["_class_name"] == "NCMLPipeline"
+    assert config["scheduler"] == ("ncml", "VPSDEScheduler")
+    assert config["backbone"] == ("gaussian_backbone", "GaussianBackbone")
+    with pytest.raises(TypeError):
+        config["scheduler"] = ("ncml", "VESDEScheduler")
+    pipe.save_pretrained(tmp_path)
+    saved = hub_utils.read_json(tmp_path / "model_index.json")
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()} == dict(config)
+
+
+def test_a_torch_compile_wrapper_gets_instructions(pipe):
+    backbone, scheduler = pipe.backbone, pipe.scheduler
+    compiled = torch.compile(backbone, backend="eager")  # compiles lazily: nothing runs here
+    with pytest.raises(TypeError, match=r"torch.compile wrapper.*GaussianBackbone.*backbone.compile\(") as info:
+        NCMLPipeline(compiled, scheduler)
+    assert "_orig_mod" in str(info.value)
+    with pytest.raises(TypeError, match="torch.compile wrapper"):
+        pipe.backbone = compiled  # the diffusers idiom `pipe.unet = torch.compile(pipe.unet)`
+    assert pipe.backbone is backbone
+    with pytest.raises(TypeError, match="scheduler must be a SDEScheduler, got str"):
+        pipe.scheduler = "VESDEScheduler"
+
+
+def test_a_backbone_compiled_in_place_saves_plain_weights(pipe, tmp_path):
+    pipe.backbone.compile(backend="eager")  # what the error above recommends; compiles on the first call
+    pipe2 = NCMLPipeline(pipe.backbone, pipe.scheduler)
+    pipe2.save_pretrained(tmp_path)
+    from safetensors.torch import load_file
+
+    assert list(load_file(tmp_path / "backbone" / "model.safetensors")) == ["loc"]
+    assert pipe2.config["backbone"] == ("gaussian_backbone", "GaussianBackbone")
+    assert NCMLPipeline.from_pretrained(tmp_path).backbone.config == pipe.backbone.config

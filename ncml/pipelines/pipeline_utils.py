@@ -23,6 +23,7 @@ import inspect
 import math
 import os
 import tempfile
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,6 +63,29 @@ class NCMLPipelineOutput:
     def to_tuple(self) -> tuple:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
+    def keys(self) -> list[str]:
+        """The field names, in order: ``["images", "nfe", "noisy_samples"]`` (so ``dict(out)`` works)."""
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        """``out["images"]`` by field name, ``out[0]`` / ``out[:2]`` by position in :meth:`to_tuple` (as in diffusers'
+        outputs, where ``out[0]`` is the images)."""
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{type(self).__name__} has no field {key!r}; fields: {self.keys()}")
+            return getattr(self, key)
+        if isinstance(key, (int, slice)) and not isinstance(key, bool):
+            return self.to_tuple()[key]
+        raise TypeError(f"{type(self).__name__} indices must be a field name, an int or a slice, "
+                        f"got {type(key).__name__}")
+
+    def __iter__(self):
+        """The values, as the tuple ``return_dict=False`` gives: ``images, nfe, noisy = out``."""
+        return iter(self.to_tuple())
+
+    def __len__(self) -> int:
+        return len(dataclasses.fields(self))
+
 
 class Pipeline:
     """Base class of the pipelines: registered components, Hub folder I/O, device moves and progress bars.
@@ -82,21 +106,52 @@ class Pipeline:
             raise TypeError(f"{type(self).__name__} needs exactly the components {sorted(names)}, "
                             f"got {sorted(components)}")
         for name, value in components.items():
-            base = self.component_bases[name]
-            if not isinstance(value, base):
-                raise TypeError(f"{name} must be a {base.__name__}, got {type(value).__name__}")
-            setattr(self, name, value)
+            setattr(self, name, value)  # checked by __setattr__
         self._progress_bar_config: dict[str, Any] = {}
         self._model_card_info: dict[str, Any] = {}
         self.sampling_config = SamplingConfig()  # the call defaults; from_pretrained reads the folder's
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Components are type-checked whenever they are set: in ``__init__`` and by ``pipe.scheduler = ...``."""
+        if name in self.component_bases:
+            check_component(name, value, self.component_bases[name])
+        super().__setattr__(name, value)
 
     @property
     def components(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.component_bases}
 
+    @property
+    def config(self) -> types.MappingProxyType:
+        """What ``model_index.json`` holds, read-only: ``_class_name``, ``_ncml_version`` and, per component, its
+        ``(library, class name)`` (like diffusers' ``pipe.config``). Each component's own settings are in
+        ``pipe.<component>.config``, the sampler defaults in ``pipe.sampling_config``."""
+        return types.MappingProxyType({k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in self._model_index().items()})
+
+    def _model_index(self) -> dict[str, Any]:
+        from .. import __version__
+
+        index: dict[str, Any] = {"_class_name": type(self).__name__, "_ncml_version": __version__}
+        for name, value in self.components.items():
+            index[name] = [type(value).__module__.split(".")[0], type(value).__name__]
+        return index
+
     # ---- devices ----------------------------------------------------------------------------
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Pipeline:
-        """Move the backbone (the only component with tensors) to ``device`` / ``dtype``; returns ``self``."""
+    def to(self, device: str | torch.device | torch.dtype | None = None,
+           dtype: torch.dtype | None = None) -> Pipeline:
+        """Move the backbone (the only component with tensors) to ``device`` and/or cast it to ``dtype``; returns
+        ``self``.
+
+        As in diffusers, a dtype may be passed alone: ``pipe.to(torch.float16)`` is ``pipe.to(dtype=torch.float16)``;
+        ``pipe.to("cuda", torch.float16)`` does both. ``dtype`` must be a floating-point ``torch.dtype``.
+        """
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"to() got two dtypes: {device} (first argument) and dtype={dtype}")
+            device, dtype = None, device
+        device = check_device(device, argname="device")
+        dtype = check_dtype(dtype, argname="dtype")
         for value in self.components.values():
             if isinstance(value, torch.nn.Module):
                 value.to(device=device, dtype=dtype)
@@ -136,15 +191,11 @@ class Pipeline:
         """
         if push_to_hub and repo_id is None:
             raise ValueError("repo_id is required when push_to_hub=True")
-        from .. import __version__
-
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        index = {"_class_name": type(self).__name__, "_ncml_version": __version__}
         for name, value in self.components.items():
-            index[name] = [type(value).__module__.split(".")[0], type(value).__name__]
             value.save_pretrained(folder / name)
-        hub_utils.write_json(folder / MODEL_INDEX_NAME, index)
+        hub_utils.write_json(folder / MODEL_INDEX_NAME, self._model_index())
         self.sampling_config.save(folder)
         if not (folder / "README.md").exists():
             hub_utils.atomic_write_text(folder / "README.md", self._model_card())
@@ -183,7 +234,9 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, subfolder: str | None = None,
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        token: str | bool | None = None, local_files_only: bool = False, **components) -> Pipeline:
+                        token: str | bool | None = None, local_files_only: bool = False,
+                        torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                        **components) -> Pipeline:
         """Load from a local folder or a Hub repo id (from the local cache when ``HF_HUB_OFFLINE=1``).
 
         ``components`` replace saved ones by name, e.g. ``scheduler=VESDEScheduler()``; an unknown name raises
@@ -191,11 +244,17 @@ class Pipeline:
         called on a concrete pipeline class, that class is built from the saved components.
         ``model_index.json`` may hold only that class's components and metadata keys starting with ``_``; any other
         key raises ``ValueError``. ``subfolder`` must lie inside the folder.
+        ``torch_dtype`` (a floating-point ``torch.dtype``, e.g. ``torch.float16``) and ``device`` (e.g. ``"cuda"``)
+        are applied to the loaded pipeline with :meth:`to`, a replacement backbone included; the saved weights are
+        read as stored and then cast.
         """
         unknown = sorted(set(components) - set(cls.component_bases))
         if unknown:
-            raise TypeError(f"{cls.__name__}.from_pretrained got unknown component override(s) {unknown}; "
-                            f"known components: {sorted(cls.component_bases)}")
+            raise TypeError(f"{cls.__name__}.from_pretrained got unknown keyword argument(s) {unknown}; components "
+                            f"that can be replaced: {sorted(cls.component_bases)}; options: subfolder, revision, "
+                            "cache_dir, token, local_files_only, torch_dtype, device")
+        torch_dtype = check_dtype(torch_dtype, argname="torch_dtype")
+        device = check_device(device, argname="device")
         folder = hub_utils.resolve_folder(pretrained_model_name_or_path, subfolder=subfolder, revision=revision,
                                           cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         index_path = folder / MODEL_INDEX_NAME
@@ -227,6 +286,8 @@ class Pipeline:
             loaded[name] = component_class.from_pretrained(folder / name)
         pipeline = pipeline_class(**loaded)
         pipeline.sampling_config = SamplingConfig.load(folder)
+        if torch_dtype is not None or device is not None:
+            pipeline.to(device, torch_dtype)
         return pipeline
 
     def __repr__(self) -> str:
@@ -239,6 +300,42 @@ def _str_entry(index: dict, key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{MODEL_INDEX_NAME}[{key!r}] must be a class name string, got {value!r}")
     return value
+
+
+def check_component(name: str, value: Any, base: type) -> None:
+    """Raise ``TypeError`` unless ``value`` is a ``base``; a ``torch.compile`` wrapper gets instructions."""
+    if isinstance(value, base):
+        return
+    if isinstance(value, torch.nn.Module) and isinstance(value._modules.get("_orig_mod"), base):
+        inner = type(value._modules["_orig_mod"]).__name__
+        raise TypeError(
+            f"{name} must be a {base.__name__}, got a torch.compile wrapper ({type(value).__name__}) around a "
+            f"{inner}. A pipeline calls {name}.sample and {name}.score, which the wrapper runs uncompiled, and saves "
+            f"the module itself. Compile the module in place instead, `{name}.compile(...)` (it takes torch.compile's "
+            f"options), and pass the module; or pass the unwrapped `{name}._orig_mod`")
+    raise TypeError(f"{name} must be a {base.__name__}, got {type(value).__name__}")
+
+
+def check_dtype(dtype, *, argname: str) -> torch.dtype | None:
+    """``dtype`` if it is ``None`` or a floating-point ``torch.dtype``; else ``TypeError`` naming ``argname``."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return dtype
+    raise TypeError(f"{argname} must be a floating-point torch.dtype such as torch.float16 or torch.float32, "
+                    f"got {dtype!r}")
+
+
+def check_device(device, *, argname: str) -> torch.device | None:
+    """``device`` (a ``str`` such as ``"cuda:0"``, an index or a ``torch.device``) as a ``torch.device``; ``None``
+    stays ``None``."""
+    if device is None:
+        return None
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(f"{argname} must be a str such as 'cpu' or 'cuda', a device index or a torch.device, "
+                        f"got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{argname}={device!r} is not a device ({e})") from e
 
 
 # ---- shared by the NCML pipelines ------------------------------------------------------------------
