@@ -454,3 +454,12 @@ def test_a_backbone_compiled_in_place_saves_plain_weights(pipe, tmp_path):
     assert list(load_file(tmp_path / "backbone" / "model.safetensors")) == ["loc"]
     assert pipe2.config["backbone"] == ("gaussian_backbone", "GaussianBackbone")
     assert NCMLPipeline.from_pretrained(tmp_path).backbone.config == pipe.backbone.config
+
+
+# ---- 6. the licence -------------------------------------------------------------------------------------
+def test_license_file_matches_pyproject():
+    assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 190
