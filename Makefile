@@ -8,7 +8,9 @@ VENV   ?= .venv
 # TORCH_INDEX= none. The requirement is quoted for the shell (TORCH='torch>=2.4' is fine); TORCH_INDEX is not.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ifeq ($(origin TORCH),undefined)
-TORCH_INDEX ?= $(if $(shell [ "$$(uname -s)" = Linux ] && ! nvidia-smi -L >/dev/null 2>&1 && echo cpu),--index-url $(TORCH_CPU_INDEX))
+# --retries 1: where that index cannot be reached, pip moves on at once to the indexes and wheel folders it is
+# configured with (which may hold a CPU build) instead of retrying for minutes
+TORCH_INDEX ?= $(if $(shell [ "$$(uname -s)" = Linux ] && ! nvidia-smi -L >/dev/null 2>&1 && echo cpu),--index-url $(TORCH_CPU_INDEX) --retries 1)
 endif
 TORCH       ?= torch
 TORCH_INDEX ?=
