@@ -7,6 +7,11 @@ density of ``x_t`` reported as ``log pdf + log Δ`` (Δ the bin width), so both 
 
 ``score`` is ``∇ₓ Σ log_prob`` by autograd and works inside ``torch.no_grad()`` (pipelines run there).
 
+Validation happens at the public boundary: ``log_prob``, ``score`` and ``sample`` check their inputs' values
+(finite, on the data grid where ``t == 0``, labels in range; ``check_inputs``) once per call. ``forward`` checks
+types and shapes only: it is the step of training and of the reference sampling loop, so it must not synchronise
+with the device or branch on data (which also keeps it compilable with ``torch.compile(fullgraph=True)``).
+
 ``sample`` is one template for every backbone: it validates its arguments, lists the positions to draw (raster
 order, skipping those known in every image and channel), runs either the reference loop (one full forward pass
 per position) or the backbone's incremental loop (``_sample_cached``), draws every pixel from the mixture head and
@@ -195,8 +200,12 @@ class ARBackbone(ModelMixin):
         Returns:
             ``BackboneOutput(log_prob (B, C, H, W) nats, params (B, P, H, W))``: per-channel conditional log masses
             (``t == 0``) or ``log pdf + log Δ`` (``t > 0``).
+
+        Types and shapes are checked, values are not (no host synchronisation): invalid values (NaN, off the grid
+        at ``t == 0``, ``t < 0``, labels out of range) give meaningless numbers here. Use ``log_prob``/``score``, or
+        call ``check_inputs`` first, where the inputs are not known to be valid.
         """
-        t, class_labels = self.check_inputs(x, t, class_labels)
+        t, class_labels = self.prepare_inputs(x, t, class_labels)
         return self.likelihood(self.network(x, self.conditioning(t, class_labels, x.dtype)), x, t)
 
     def conditioning(self, t: torch.Tensor, class_labels: torch.Tensor | None, dtype: torch.dtype):
@@ -285,11 +294,15 @@ class ARBackbone(ModelMixin):
 
     # ---- derived quantities ------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, C, H, W)`` log-likelihood per dimension in nats (= ``self(x, t, class_labels).log_prob``)."""
+        """``(B, C, H, W)`` log-likelihood per dimension in nats (= ``self(x, t, class_labels).log_prob``), after
+        ``check_inputs``."""
+        t, class_labels = self.check_inputs(x, t, class_labels)
         return self(x, t, class_labels).log_prob
 
     def score(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """``∇ₓ log p_θ,t(x)``, shape of ``x``; autograd is enabled even inside ``torch.no_grad()``."""
+        """``∇ₓ log p_θ,t(x)``, shape of ``x``, after ``check_inputs``; autograd is enabled even inside
+        ``torch.no_grad()``."""
+        t, class_labels = self.check_inputs(x, t, class_labels)
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             total = self(x, t, class_labels).log_prob.sum()
@@ -312,7 +325,7 @@ class ARBackbone(ModelMixin):
         return LogisticMixture(params, self.config.in_channels, self.config.num_bits)
 
     def likelihood(self, params: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> BackboneOutput:
-        """``BackboneOutput`` for network outputs ``params`` ``(B, P, H, W)`` at inputs ``x`` and checked ``t`` ``(B,)``.
+        """``BackboneOutput`` for network outputs ``params`` ``(B, P, H, W)`` at inputs ``x`` and times ``t`` ``(B,)``.
 
         ``t == 0``: log masses of the data bins; ``t > 0``: ``log pdf + log Δ``. Computed in at least float32,
         also under autocast (bf16 log-masses would lose the bits/dim's digits).
@@ -355,8 +368,10 @@ class ARBackbone(ModelMixin):
                                               known_mask=mask_ij, generator=generator)
 
     # ---- input checks shared by every backbone ---------------------------------------------------
-    def check_time(self, t, batch_size: int, *, device=None) -> torch.Tensor:
-        """``t`` as a float32 tensor ``(B,)``; a Python float is broadcast. Raises on NaN or ``t < 0``."""
+    # ``prepare_inputs`` and the ``*_tensor`` helpers check types and shapes only (``forward``); the ``check_*``
+    # methods add the checks of values, which read the data on the host (the public boundary).
+    def time_tensor(self, t, batch_size: int, *, device=None) -> torch.Tensor:
+        """``t`` as a float32 tensor ``(B,)``; a Python float is broadcast. Its values are not checked."""
         if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
             raise TypeError(f"t must be a float or a tensor of shape ({batch_size},), got {type(t).__name__}")
         t = torch.as_tensor(t, dtype=torch.float32, device=device)
@@ -364,12 +379,18 @@ class ARBackbone(ModelMixin):
             t = t.expand(batch_size)
         if t.shape != (batch_size,):
             raise ValueError(f"t must be a scalar or have shape ({batch_size},), got {tuple(t.shape)}")
+        return t
+
+    def check_time(self, t, batch_size: int, *, device=None) -> torch.Tensor:
+        """``t`` as a float32 tensor ``(B,)``; a Python float is broadcast. Raises on NaN, ±inf or ``t < 0``."""
+        t = self.time_tensor(t, batch_size, device=device)
         if not torch.isfinite(t).all() or (t < 0).any():
             raise ValueError(f"t must be finite and >= 0, got {t.tolist()}")
         return t
 
-    def check_class_labels(self, class_labels, batch_size: int, *, device=None) -> torch.Tensor | None:
-        """Labels as an int64 tensor ``(B,)`` (int or list accepted), or ``None`` for unconditional models."""
+    def label_tensor(self, class_labels, batch_size: int, *, device=None) -> torch.Tensor | None:
+        """Labels as an int64 tensor ``(B,)`` (int or list accepted), or ``None`` for unconditional models; given iff
+        the model is class-conditional. Their values are not checked."""
         num_classes = self.config.num_classes
         if num_classes is None:
             if class_labels is not None:
@@ -386,12 +407,19 @@ class ARBackbone(ModelMixin):
             raise TypeError(f"class_labels must be integers, got dtype {labels.dtype}")
         if labels.shape != (batch_size,):
             raise ValueError(f"class_labels must have shape ({batch_size},), got {tuple(labels.shape)}")
-        if (labels < 0).any() or (labels >= num_classes).any():
-            raise ValueError(f"class_labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
         return labels.long()
 
-    def check_inputs(self, x: torch.Tensor, t, class_labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Validate a forward pass's inputs; returns ``(t (B,), class_labels (B,) | None)``."""
+    def check_class_labels(self, class_labels, batch_size: int, *, device=None) -> torch.Tensor | None:
+        """Labels as an int64 tensor ``(B,)`` (int or list accepted), or ``None`` for unconditional models.
+        Raises unless they lie in ``[0, num_classes)``."""
+        labels = self.label_tensor(class_labels, batch_size, device=device)
+        if labels is not None and ((labels < 0).any() or (labels >= self.config.num_classes).any()):
+            raise ValueError(f"class_labels must lie in [0, {self.config.num_classes - 1}], got {labels.tolist()}")
+        return labels
+
+    def prepare_inputs(self, x: torch.Tensor, t, class_labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(t (B,), class_labels (B,) | None)`` for a forward pass, checking the types and shapes of the inputs only
+        (no value is read: nothing synchronises with the device)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a float tensor (B, C, H, W), got {type(x).__name__}")
         if not x.dtype.is_floating_point:
@@ -399,8 +427,19 @@ class ARBackbone(ModelMixin):
                             "(convert uint8 images with ncml.data.to_model_space)")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
+        batch_size = x.shape[0]
+        return (self.time_tensor(t, batch_size, device=x.device),
+                self.label_tensor(class_labels, batch_size, device=x.device))
+
+    def check_inputs(self, x: torch.Tensor, t, class_labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate a forward pass's inputs, values included; returns ``(t (B,), class_labels (B,) | None)``.
+
+        Beyond ``prepare_inputs``: ``x`` finite with ``|x| <=`` :data:`MAX_INPUT_MAGNITUDE`, on the
+        ``2^num_bits``-level grid of ``[-1, 1]`` where ``t == 0``; ``t`` finite and ``>= 0``; labels in range.
+        """
+        t, class_labels = self.prepare_inputs(x, t, class_labels)
         check_finite("x", x)
-        t = self.check_time(t, x.shape[0], device=x.device)
+        t = self.check_time(t, x.shape[0])
         clean = t == 0
         if clean.any():
             xc = x.detach()[clean]
@@ -410,7 +449,7 @@ class ARBackbone(ModelMixin):
             if ((k - k.round()).abs() > 1e-3).any():
                 raise ValueError(f"x must lie on the {2 ** self.config.num_bits}-level data grid where t == 0 "
                                  "(x = 2k/(2^bits − 1) − 1); off-grid values have no probability mass")
-        return t, self.check_class_labels(class_labels, x.shape[0], device=x.device)
+        return t, self.check_class_labels(class_labels, x.shape[0])
 
     def check_known(self, known, known_mask, batch_size: int, *, device=None):
         """Validate inpainting context: both or neither; float ``known`` and 0/1 ``known_mask`` of ``(B, C, H, W)``."""

@@ -90,21 +90,21 @@ class LogisticMixture:
     def component_log_probs(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
         """``ℓ_c,k`` of shape ``(B, C, M, *S)``: log bin mass where ``discrete`` (per sample), else log density.
 
-        The two branches are evaluated on disjoint index subsets of the batch (never both on every sample
-        through ``torch.where``, whose unused branch can be ``inf`` and poison the gradient with NaNs).
+        A mixed batch computes both branches for every sample and selects per sample, with no data-dependent control
+        flow (nothing synchronises with the device; it compiles). ``where`` sends zero gradients into the branch it
+        drops, and ``0 · inf = NaN``, so that branch must stay finite with finite gradients: the bin mass is meant
+        for grid values, so where a sample is continuous (its ``x`` any real) it is taken at the stand-in grid value
+        ``−1``; the density needs none (finite, with finite gradients, at every finite ``x``, grid values included).
         """
         means = self.coupled_means(x)
         xk = x.unsqueeze(2)  # (B, C, 1, *S)
-        discrete = _as_batch_mask(discrete, x.shape[0], x.device)
-        if discrete.all():
-            return _discretized_logistic_log_mass(xk, means, self.log_scales, self.num_bits)
-        if not discrete.any():
+        if isinstance(discrete, bool):
+            if discrete:
+                return _discretized_logistic_log_mass(xk, means, self.log_scales, self.num_bits)
             return _logistic_log_pdf(xk, means, self.log_scales)
-        idx_d, idx_c = discrete.nonzero().squeeze(1), (~discrete).nonzero().squeeze(1)
-        out_d = _discretized_logistic_log_mass(xk[idx_d], means[idx_d], self.log_scales[idx_d], self.num_bits)
-        out_c = _logistic_log_pdf(xk[idx_c], means[idx_c], self.log_scales[idx_c])
-        out = out_d.new_zeros(means.shape)
-        return out.index_copy(0, idx_d, out_d).index_copy(0, idx_c, out_c)
+        discrete = _as_batch_mask(discrete, x.shape[0], x.device).view(-1, *[1] * (xk.ndim - 1))
+        mass = _discretized_logistic_log_mass(torch.where(discrete, xk, -1.0), means, self.log_scales, self.num_bits)
+        return torch.where(discrete, mass, _logistic_log_pdf(xk, means, self.log_scales))
 
     # ---- likelihood ------------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
@@ -169,11 +169,12 @@ def _logistic_log_pdf(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tens
 
 def _discretized_logistic_log_mass(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
                                    num_bits: int) -> torch.Tensor:
-    """``log P(bin of x)`` for a logistic, bins ``[x − Δ/2, x + Δ/2]`` with open edge bins at ±1.
+    """``log P(bin of x)`` for a logistic, bins ``[x − Δ/2, x + Δ/2]`` with open edge bins at ±1 (``x`` on the grid).
 
-    Interior bins use ``log(σ(a) − σ(b)) = logσ(a) + logσ(−b) + log(−expm1(−(a − b)))`` (exact, no cancellation);
-    should ``−expm1`` still underflow (a bin tiny against the scale), the log density at the centre plus ``log Δ``
-    replaces it. Both candidates are finite, so selecting with ``where`` is gradient-safe here.
+    Interior bins use ``log(σ(a) − σ(b)) = logσ(a) + logσ(−b) + log(−expm1(−(a − b)))`` (exact, no cancellation),
+    ``a, b = (x ± Δ/2 − μ)/s``. Should ``−expm1`` underflow (a bin tiny against the scale), its log is replaced by
+    ``log(a − b) = log Δ − log s``, which it equals to full precision there (the density at the centre times ``Δ``).
+    Both candidates are finite, so selecting with ``where`` is gradient-safe here.
     """
     levels = 2**num_bits - 1
     delta = 2.0 / levels
@@ -181,15 +182,13 @@ def _discretized_logistic_log_mass(x: torch.Tensor, mean: torch.Tensor, log_scal
     centered = x - mean
     a = inv_s * (centered + delta / 2)  # upper edge, standardised
     b = inv_s * (centered - delta / 2)  # lower edge
+    below_upper = F.logsigmoid(a)  # log P(X < x + Δ/2): the whole mass of the lower edge bin
+    above_lower = F.logsigmoid(-b)  # log P(X > x − Δ/2): the whole mass of the upper edge bin
     width = -torch.expm1(-(a - b))
     tiny = torch.finfo(width.dtype).tiny
-    interior = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(width.clamp(min=tiny))
-    fallback = _logistic_log_pdf(x, mean, log_scale) + math.log(delta)
-    interior = torch.where(width > tiny, interior, fallback)
-    k = torch.round((x + 1) / delta).expand_as(interior)
-    lower_edge = F.logsigmoid(a)  # P(X < −1 + Δ/2)
-    upper_edge = F.logsigmoid(-b)  # P(X > 1 − Δ/2)
-    return torch.where(k <= 0, lower_edge, torch.where(k >= levels, upper_edge, interior))
+    log_width = torch.where(width > tiny, torch.log(width.clamp(min=tiny)), math.log(delta) - log_scale)
+    interior = below_upper + above_lower + log_width
+    return torch.where(x < delta / 2 - 1, below_upper, torch.where(x > 1 - delta / 2, above_lower, interior))
 
 
 def _categorical(log_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

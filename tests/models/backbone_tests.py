@@ -369,6 +369,23 @@ class BackboneTests:
         with torch.no_grad():
             assert torch.equal(model.log_prob(x, t, labels), loaded.log_prob(x, t, labels))
 
+    @pytest.mark.slow
+    def test_forward_compiles_to_one_graph(self):
+        """``torch.compile(model, fullgraph=True)`` (inductor, CPU) compiles ``forward`` with no graph break (no
+        value check or data-dependent branch in it) and matches the eager ``log_prob`` on a mixed batch."""
+        torch._dynamo.reset()
+        model = self.make_model(dtype=torch.float32, sample_size=self.small_sample_size, in_channels=3,
+                                num_classes=2)
+        self.perturb_weights(model, scale=0.1)
+        x = self.grid_images(model, 4, seed=13)
+        x[1::2] = x[1::2] + 0.2 * torch.randn_like(x[1::2])  # the noisy rows leave the grid
+        t, labels = torch.tensor([0.0, 0.05, 0.0, 0.3]), torch.tensor([1, 0, 0, 1])
+        compiled = torch.compile(model, fullgraph=True)
+        with torch.no_grad():
+            out = compiled(x, t, labels).log_prob
+            expected = model.log_prob(x, t, labels)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
     # ---- input validation -------------------------------------------------------------------------
     def test_bad_inputs_raise(self):
         model = self.make_model(sample_size=self.small_sample_size, in_channels=3, num_bits=8)
@@ -379,16 +396,17 @@ class BackboneTests:
             (ValueError, "x", lambda: model(x[:, :1], 0.0)),  # wrong channels
             (ValueError, "x", lambda: model(torch.zeros(2, 3, s + 4, s + 4, dtype=x.dtype) - 1, 0.0)),  # wrong size
             (ValueError, "x", lambda: model(x[0], 0.0)),  # missing batch dimension
-            (ValueError, "grid", lambda: model(x + 0.1 * model.bin_width, 0.0)),  # off the grid at t == 0
-            (ValueError, r"\[-1, 1\]", lambda: model(x * 0 + 1 + 2 * model.bin_width, 0.0)),  # out of range at t == 0
-            (ValueError, "NaN", lambda: model(torch.where(x > 0, x, torch.nan), 0.05)),
+            # values are checked at the public boundary (log_prob, score, sample), not by forward
+            (ValueError, "grid", lambda: model.log_prob(x + 0.1 * model.bin_width, 0.0)),  # off the grid at t == 0
+            (ValueError, r"\[-1, 1\]", lambda: model.score(x * 0 + 1 + 2 * model.bin_width, 0.0)),  # out of range
+            (ValueError, "NaN", lambda: model.log_prob(torch.where(x > 0, x, torch.nan), 0.05)),
             (TypeError, "x", lambda: model(((x + 1) * 127.5).to(torch.uint8), 0.0)),
-            (ValueError, "t", lambda: model(x, -0.1)),
+            (ValueError, "t", lambda: model.log_prob(x, -0.1)),
             (ValueError, "t", lambda: model(x, torch.zeros(3))),
-            (ValueError, "t", lambda: model(x, float("nan"))),
+            (ValueError, "t", lambda: model.score(x, float("nan"))),
             (ValueError, "class_labels", lambda: cond(x, 0.0)),  # missing
-            (ValueError, "class_labels", lambda: cond(x, 0.0, torch.tensor([0, 3]))),  # out of range
-            (ValueError, "class_labels", lambda: cond(x, 0.0, torch.tensor([0, -1]))),
+            (ValueError, "class_labels", lambda: cond.log_prob(x, 0.0, torch.tensor([0, 3]))),  # out of range
+            (ValueError, "class_labels", lambda: cond.score(x, 0.0, torch.tensor([0, -1]))),
             (ValueError, "class_labels", lambda: cond(x, 0.0, torch.tensor([0]))),  # wrong shape
             (TypeError, "class_labels", lambda: cond(x, 0.0, torch.tensor([0.0, 1.0]))),
             (ValueError, "class_labels", lambda: model(x, 0.0, torch.tensor([0, 1]))),  # unconditional model

@@ -77,6 +77,12 @@ def test_bin_mass_matches_naive_formula_and_stays_finite_in_the_tails():
     assert torch.isfinite(lp32).all() and lp32[-1] < -1000
     lp32.sum().backward()
     assert torch.isfinite(mean32.grad).all()
+    # a bin tiny against the scale (1 − e^{−(a − b)} underflows in float32): the mass is the density × Δ
+    wide = torch.tensor([100.0], requires_grad=True)
+    lp_wide = _discretized_logistic_log_mass(x[0, 100:101].float(), x[0, 100:101].float(), wide, 8)
+    assert torch.allclose(lp_wide, math.log(2 / 255) - wide - 2 * math.log(2.0))
+    lp_wide.sum().backward()
+    assert torch.isfinite(wide.grad).all()
 
 
 def test_log_scales_are_clamped():
@@ -97,16 +103,19 @@ def test_continuous_conditionals_integrate_to_one(num_channels):
         assert abs(torch.trapezoid(pdf, grid).item() - 1) < 1e-6, c
 
 
-def test_mixed_batch_has_finite_gradients():
-    """Discrete and continuous samples in one batch: the branches run on index subsets, no inf·0 NaNs."""
-    params = random_params(3, 2, 4).expand(4, -1, -1).clone().requires_grad_(True)
-    x = grid_values(8)[torch.tensor([0, 255, 100, 7])].reshape(4, 1, 1).repeat(1, 3, 4).clone()
-    x[2:] = x[2:] * 40 + 5  # far outside [-1, 1] for the continuous ones
+@pytest.mark.parametrize("dtype, scale", [(torch.float64, 40), (torch.float32, 1e6)])
+def test_mixed_batch_has_finite_gradients(dtype, scale):
+    """Discrete and continuous samples in one batch: both branches run on every sample, each on inputs where it is
+    finite, so the dropped branch sends no inf·0 NaNs into the gradients of the parameters or of ``x``."""
+    params = random_params(3, 2, 4).to(dtype).expand(4, -1, -1).clone().requires_grad_(True)
+    x = grid_values(8, dtype)[torch.tensor([0, 255, 100, 7])].reshape(4, 1, 1).repeat(1, 3, 4).clone()
+    x[2:] = x[2:] * scale + 5  # far outside [-1, 1] for the continuous ones
+    x.requires_grad_(True)
     discrete = torch.tensor([True, True, False, False])
     lp = LogisticMixture(params, 3, 8).log_prob(x, discrete)
     assert torch.isfinite(lp).all()
     lp.sum().backward()
-    assert torch.isfinite(params.grad).all()
+    assert torch.isfinite(params.grad).all() and torch.isfinite(x.grad).all()
     # and each branch equals the branch computed alone
     assert torch.allclose(lp[:2], LogisticMixture(params[:2], 3, 8).log_prob(x[:2], True))
     assert torch.allclose(lp[2:], LogisticMixture(params[2:], 3, 8).log_prob(x[2:], False))
