@@ -112,7 +112,7 @@ class Refinement:
 
 T_STARTS = (0.003, 0.01)  # where the AR draw starts (every variant)
 REFINEMENTS = (Refinement(5),)  # every variant, at every t_start
-WINNER_T_STARTS = (0.001, 0.003, 0.01)
+WINNER_T_STARTS = T_STARTS
 WINNER_REFINEMENTS = (Refinement(5, spacing="log"),
                       Refinement(1, correct_steps=0, denoise="tweedie"))  # the last: one Tweedie step, nothing else
 
