@@ -140,7 +140,10 @@ class NCMLLoss:
         noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # (B, C, H, W)
         # clean examples are x0 itself, bit for bit: their log-likelihood is a mass on the data grid
         x_t = torch.where(expand_as(t == 0, x0).bool(), x0, scheduler.add_noise(x0, noise, t))
-        model.check_inputs(x_t, t, class_labels)  # forward reads no values: clean rows on the grid, labels in range
+        # forward reads no values: clean rows on the grid, labels in range. DistributedDataParallel (multi-process
+        # training) hides the backbone's methods behind .module; its forward is still the one to call (gradient sync)
+        backbone = model if hasattr(model, "check_inputs") else getattr(model, "module", model)
+        backbone.check_inputs(x_t, t, class_labels)
         log_prob = model(x_t, t, class_labels).log_prob  # (B, C, H, W) nats
         nll_per_dim = bits_per_dim_from_log_prob(log_prob.float())  # (B,) bits/dim, float32 under autocast too
         return NCMLLossOutput(loss=nll_per_dim.mean(), nll_per_dim=nll_per_dim, t=t)
