@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import check_uint8_images
+
 __all__ = ["OOD_DATASETS", "load_ood_dataset", "resize_images"]
 
 OOD_DATASETS = ("fashion-mnist", "cifar10", "lfw-faces", "photo-crops")
@@ -34,8 +36,6 @@ def resize_images(images: np.ndarray, size: int, *, channels: int | None = None)
     ``channels=None`` keeps the images' channels. Images already of the requested shape are returned as is.
     """
     from PIL import Image
-
-    from ncml.data import check_uint8_images
 
     images = check_uint8_images(images, "images").numpy()
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:

@@ -27,9 +27,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import to_model_space
+from ..data import check_images, to_model_space
 from ..models.modeling_utils import ModelMixin
-from .likelihood import check_images
 
 __all__ = ["frechet_distance", "frechet_distance_from_statistics", "feature_statistics", "DigitClassifier",
            "DigitClassifierConfig", "load_digit_classifier", "classifier_metrics", "classifier_features",

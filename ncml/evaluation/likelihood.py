@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import check_uint8_images, to_model_space
+from ..data import check_images, to_model_space
 from ..utils import Generator, check_generator, randn
 
-__all__ = ["BitsPerDim", "bits_per_dim", "check_images"]
+__all__ = ["BitsPerDim", "bits_per_dim", "bits_per_dim_from_log_prob", "check_images"]  # check_images: ncml.data
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,10 @@ class BitsPerDim:
     noised: bool  # True: scored x_t ~ p_t(·|x_0); False: scored the clean x_0
 
 
-def check_images(images, name: str = "images", *, num_bits: int = 8, image_shape=None) -> torch.Tensor:
-    """Validate uint8 images ``(N, H, W, C)`` (numpy or torch) and return them as a CPU uint8 tensor.
-
-    ``image_shape`` is a backbone's ``(C, H, W)``; values must fit in ``num_bits`` bits.
-    """
-    images = check_uint8_images(images, name, num_bits=num_bits)
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(images.shape)}); at least one image is needed")
-    if image_shape is not None:
-        c, h, w = image_shape
-        if tuple(images.shape[1:]) != (h, w, c):
-            raise ValueError(f"{name} must have shape (N, {h}, {w}, {c}) to match the model, "
-                             f"got {tuple(images.shape)}")
-    return images.cpu()
+def bits_per_dim_from_log_prob(log_prob: torch.Tensor) -> torch.Tensor:
+    """Per-example bits/dim ``−mean(log_prob) / ln 2`` ``(B,)`` of per-dimension log-likelihoods in nats
+    ``(B, …)``, the mean taken over all but the batch dimension."""
+    return -log_prob.flatten(1).mean(1) / math.log(2.0)
 
 
 def check_times(ts) -> tuple[float, ...]:
@@ -125,7 +115,7 @@ def bits_per_dim(model, images_uint8, t: float = 0.0, *, noised: bool = False, s
                 x = scheduler.add_noise(x, randn(x.shape, generator=g, device=device, dtype=x.dtype), t)
             y = None if labels is None else labels[start:stop].to(device)
             log_prob = model.log_prob(x, t, y)  # (B, C, H, W) nats
-            per_image.append(-log_prob.double().flatten(1).mean(1).cpu() / math.log(2.0))
+            per_image.append(bits_per_dim_from_log_prob(log_prob.double()).cpu())
     finally:
         model.train(was_training)
     values = torch.cat(per_image).numpy()

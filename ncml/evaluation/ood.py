@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .likelihood import bits_per_dim, check_images, check_times
+from ..data import check_images
+from .likelihood import bits_per_dim, check_times
 from .reporting import format_table
 
 __all__ = ["auroc", "ood_auroc", "OODResult", "STATISTICS"]

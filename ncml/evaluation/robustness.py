@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data import check_images
 from ..utils import Generator, check_generator, rand
-from .likelihood import bits_per_dim, check_images, check_times
+from .likelihood import bits_per_dim, check_times
 from .reporting import format_table
 
 __all__ = ["lsb_flip", "noise_robustness", "RobustnessResult", "default_times"]

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.autoregressive import ARBackbone, bits_per_dim_from_log_prob
+from ..evaluation.likelihood import bits_per_dim_from_log_prob
+from ..models.autoregressive import ARBackbone
 from ..schedulers.scheduling_utils import SDEScheduler
 from ..utils import Generator, check_generator, expand_as, rand, randn
 

@@ -480,6 +480,10 @@ class ARBackbone(ModelMixin):
         return batch_size
 
 
-def bits_per_dim_from_log_prob(log_prob: torch.Tensor) -> torch.Tensor:
-    """Per-example bits/dim ``−mean(log_prob) / ln 2`` over all but the batch dimension."""
-    return -log_prob.flatten(1).mean(1) / math.log(2.0)
+def __getattr__(name: str):
+    # moved to where the other bits/dim helpers are; the old import path keeps working
+    if name == "bits_per_dim_from_log_prob":
+        from ..evaluation.likelihood import bits_per_dim_from_log_prob
+
+        return bits_per_dim_from_log_prob
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
