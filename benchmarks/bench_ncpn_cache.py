@@ -1,4 +1,4 @@
-"""Cached vs naive autoregressive sampling of NCPN (issue 8): wall-clock time and speed-up.
+"""Cached vs naive autoregressive sampling of NCPN: wall-clock time and speed-up.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ncpn_cache.py                  # MNIST config, batch 16, CPU
     python benchmarks/bench_ncpn_cache.py --config examples/configs/ncpn_cifar10_vp.json --device cuda

@@ -199,7 +199,7 @@ def test_to_moves_the_backbone(pipe):
 
 
 def test_reference_usage(tmp_path):
-    """As DESIGN.md writes it: load a folder, call with t_start, get PIL images (4×4: 200 score evaluations)."""
+    """The basic use: load a pipeline folder, call it with t_start, get PIL images (4×4: 200 score evaluations)."""
     NCMLPipeline(tiny_ncpn(sample_size=4), VPSDEScheduler()).save_pretrained(tmp_path / "reference")
     images = NCMLPipeline.from_pretrained(tmp_path / "reference")(t_start=0.05).images
     assert len(images) == 1 and isinstance(images[0], Image.Image) and images[0].size == (4, 4)
