@@ -644,7 +644,7 @@ class Results:
             "MNIST-5k training digits (NCML: VP SDE, t = 0 with probability 0.5, else t ~ U(0, 0.1]), then a "
             "continuation on the training digits without 500 validation digits, in which the NCML model used the "
             "noise-level recipe that won the ablation of section 7 (chosen on the validation digits; "
-            f"{self.recipe()}); see the model cards in `ncml/pretrained/*/README.md`. Data: "
+            f"{self.recipe()}); see the model cards in `ncml/bundled-pipelines/*/README.md`. Data: "
             f"{len(self.test)} MNIST-5k test digits (a seeded shuffle of the test split), used for this page only.",
             "",
         ]

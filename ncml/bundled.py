@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+# not an importable name (a hyphen), so no import can shadow the function ncml.pretrained with a package of that name
+PRETRAINED_DIR = Path(__file__).parent / "bundled-pipelines"
 
 
 def available() -> list[str]:

@@ -1,5 +1,9 @@
 """The bundled pipelines load, have a sane held-out likelihood, and sample."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +21,16 @@ def test_bundled_names_exist():
     assert set(BUNDLED) <= set(available())
     with pytest.raises(ValueError, match="not a bundled pipeline"):
         ncml.pretrained("nope")
+
+
+def test_no_import_shadows_the_function():
+    """The data folder's name is not importable: ``import ncml.pretrained`` fails and cannot replace the function
+    (a fresh interpreter, so that a failure here cannot replace it for the other tests)."""
+    code = ("import ncml\ntry:\n    import ncml.pretrained\nexcept ModuleNotFoundError:\n    print('refused')\n"
+            f"print(ncml.pretrained({BUNDLED[0]!r}).is_dir())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(ncml.__file__).parents[1])
+    assert run.stdout.split() == ["refused", "True"], run.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", BUNDLED)
