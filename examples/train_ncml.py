@@ -33,14 +33,21 @@ bits/dim); ``--push_to_hub`` uploads just those. Alongside: ``checkpoint-<step>/
 
 Checkpoints and exact resume
 ----------------------------
-``accelerator.save_state`` (model, optimizer, grad scaler, every process's RNG states, and the EMA and the step
-counter registered with ``register_for_checkpointing``) is written to a hidden temporary folder that is renamed
-to ``checkpoint-<step>`` only when complete, so a kill during the write leaves the previous checkpoint intact.
-``ncml_checkpoint.json`` inside records the model/scheduler/loss configs; resuming into a different model raises.
-Exact resume needs nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of
-``(seed, global example index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the
-step, and dropout uses the global RNG that ``load_state`` restores. Checkpoints are the run's own files: the
-optimizer and RNG states are pickles (Accelerate's format); the release folder is safetensors only.
+``checkpoint-<step>/`` holds safetensors and JSON only, so resuming never runs code from the folder::
+
+    model.safetensors       live weights              ema.safetensors         EMA weights (float32)
+    optimizer.safetensors   the optimizer's tensors (Adam's moments and step counts), "<param index>.<name>"
+    rng_state_<rank>.json   each process's RNGs: python, numpy, torch CPU and the training device
+    ncml_checkpoint.json    model/scheduler/loss configs, step, data position (examples seen, batch layout), EMA
+                            update count, the optimizer's hyper-parameters and the grad scaler's state
+
+It is written into a hidden temporary folder that is renamed to ``checkpoint-<step>`` only when complete, so a kill
+during the write leaves the previous checkpoint intact. Resuming into a different model raises. Exact resume needs
+nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of ``(seed, global example
+index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the step, and dropout uses the
+global RNGs restored from ``rng_state_<rank>.json``. Checkpoints of earlier versions of this script (Accelerate's
+``save_state`` pickles) still resume: they are read with ``torch.load(weights_only=True)``, which rebuilds tensors,
+numbers and numpy arrays only and refuses any other object.
 
 Data order and the effective batch
 ----------------------------------
@@ -56,11 +63,14 @@ class-conditional model); a fixed 10 % of it (seeded permutation, seed 0) is hel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
 import math
 import os
+import pickle
+import random
 import re
 import shutil
 import sys
@@ -76,6 +86,7 @@ from ncml.configuration_utils import config_to_dict, resolve_class
 from ncml.data import DATASETS, ImageFolder, load_dataset, to_model_space, to_uint8
 from ncml.losses import NCMLLoss, NCMLLossConfig
 from ncml.models.autoregressive import ARBackbone, bits_per_dim_from_log_prob
+from ncml.models.modeling_utils import load_safetensors
 from ncml.schedulers import SDEScheduler, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
 
 SDES = {"vp": VPSDEScheduler, "ve": VESDEScheduler, "subvp": SubVPSDEScheduler}
@@ -361,12 +372,13 @@ def example_generators(seed: int, example_numbers: np.ndarray, device) -> list[t
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# EMA and the step counter: checkpointed by Accelerate (register_for_checkpointing)
+# EMA of the weights
 # ---------------------------------------------------------------------------------------------------------------
 class EMA:
     """Exponential moving average of the weights (PixelCNN++'s Polyak averaging), used for eval and release.
 
     Decay ``min(decay, (1 + n)/(10 + n))`` after ``n`` updates, so short runs are not dominated by the init.
+    ``shadow`` holds one float32 tensor per parameter name; checkpoints store it as safetensors.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
@@ -386,37 +398,37 @@ class EMA:
         for k, p in model.named_parameters():
             p.copy_(self.shadow[k])
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict) -> None:
-        if set(state["shadow"]) != set(self.shadow):
-            raise ValueError("checkpoint EMA weights do not match the model's parameters")
-        self.num_updates = int(state["num_updates"])
-        for k, v in state["shadow"].items():
+    @torch.no_grad()
+    def load(self, shadow: dict[str, torch.Tensor], num_updates: int) -> None:
+        missing, unexpected = sorted(set(self.shadow) - set(shadow)), sorted(set(shadow) - set(self.shadow))
+        if missing or unexpected:
+            raise ValueError(f"the EMA weights do not match the model's parameters (missing: {missing}, "
+                             f"unexpected: {unexpected})")
+        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
+            raise ValueError(f"the EMA update count must be an int >= 0, got {num_updates!r}")
+        for k, v in shadow.items():
+            if v.shape != self.shadow[k].shape:
+                raise ValueError(f"EMA weight {k!r} has shape {tuple(v.shape)}, the model's parameter "
+                                 f"{tuple(self.shadow[k].shape)}")
             self.shadow[k].copy_(v)
-
-
-class TrainState:
-    """The optimizer-step counter, saved with the checkpoint."""
-
-    def __init__(self):
-        self.step = 0
-
-    def state_dict(self) -> dict:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
+        self.num_updates = num_updates
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# checkpoints: atomic folders, "latest", and a refusal to resume a different model
+# checkpoints: safetensors and JSON only (resuming runs no code from the folder), atomic folders, "latest"
 # ---------------------------------------------------------------------------------------------------------------
-def checkpoint_meta(model: ARBackbone, scheduler: SDEScheduler, loss: NCMLLoss, step: int = 0) -> dict:
+MODEL_FILE, EMA_FILE, OPTIMIZER_FILE = "model.safetensors", "ema.safetensors", "optimizer.safetensors"
+CHECKPOINT_FORMAT = 2  # ncml_checkpoint.json without "checkpoint_format": Accelerate's save_state of older versions
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.json"
+
+
+def checkpoint_meta(model: ARBackbone, scheduler: SDEScheduler, loss: NCMLLoss) -> dict:
     return {"model_class": type(model).__name__, "model": config_to_dict(model.config),
             "scheduler_class": type(scheduler).__name__, "scheduler": config_to_dict(scheduler.config),
-            "loss": config_to_dict(loss.config), "step": step}
+            "loss": config_to_dict(loss.config)}
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -428,8 +440,8 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(args, output_dir: Path, expected: dict) -> Path | None:
-    """The checkpoint to resume from (checked against this run's model), or None to start fresh."""
+def resolve_resume(args, output_dir: Path, expected: dict) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from and its metadata (checked against this run's model), or None to start fresh."""
     if args.resume_from_checkpoint is None:
         return None
     if args.resume_from_checkpoint == "latest":
@@ -456,21 +468,21 @@ def resolve_resume(args, output_dir: Path, expected: dict) -> Path | None:
                 diff = (theirs, ours)
             raise ValueError(f"--resume_from_checkpoint {path}: the checkpoint is from another {key.split('_')[0]} "
                              f"(differences, checkpoint vs this run: {diff})")
-    return path
+    return path, meta
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_limit: int | None) -> Path:
-    """``accelerator.save_state`` into a temporary folder, then an atomic rename to ``checkpoint-<step>``."""
+def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_limit: int | None, *,
+                    model: ARBackbone, optimizer, ema: EMA) -> Path:
+    """:func:`write_checkpoint` into a temporary folder, then an atomic rename to ``checkpoint-<step>``."""
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.incomplete"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)  # left over from a killed run
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    write_checkpoint(tmp, accelerator, step, meta, model=model, optimizer=optimizer, ema=ema)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        hub_utils.write_json(tmp / CHECKPOINT_META, {**meta, "step": step})
         _fsync_tree(tmp)
         if final.exists():  # the same step saved before (a rerun): swap, never delete first
             trash = output_dir / f".checkpoint-{step}.old"
@@ -488,6 +500,147 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_
     return final
 
 
+def write_checkpoint(folder: Path, accelerator, step: int, meta: dict, *, model: ARBackbone, optimizer,
+                     ema: EMA) -> None:
+    """Every process: its RNG states (JSON). The main process: live weights, EMA weights and the optimizer's tensors
+    (safetensors), then ``ncml_checkpoint.json`` (configs, step, data position, EMA update count, the optimizer's
+    hyper-parameters and non-tensor state, the grad scaler's state)."""
+    from safetensors.torch import save_file
+
+    hub_utils.write_json(folder / rng_file(accelerator.process_index), get_rng_state(accelerator.device))
+    if not accelerator.is_main_process:
+        return
+    save_file(_cpu_copies(model.state_dict()), folder / MODEL_FILE)
+    save_file(_cpu_copies(ema.shadow), folder / EMA_FILE)
+    state = optimizer.state_dict()  # {"state": {param index: {name: tensor or number}}, "param_groups": [...]}
+    save_file(_cpu_copies({f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()
+                           if isinstance(v, torch.Tensor)}), folder / OPTIMIZER_FILE)
+    scalars = {str(i): {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)}
+               for i, s in state["state"].items()}
+    batch = meta["data"]["examples_per_step"]
+    hub_utils.write_json(folder / CHECKPOINT_META, {
+        **meta, "checkpoint_format": CHECKPOINT_FORMAT, "step": step,
+        "data": {**meta["data"], "examples_seen": step * batch},  # batch_positions continues from here
+        "ema_updates": ema.num_updates, "optimizer": {"param_groups": state["param_groups"], "state": scalars},
+        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None})
+
+
+def _cpu_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}  # clone: no shared storage
+
+
+def load_checkpoint(folder: Path, meta: dict, accelerator, *, model: ARBackbone, optimizer, ema: EMA) -> int:
+    """Restore what :func:`write_checkpoint` wrote into ``model``, ``optimizer``, ``ema``, the grad scaler and this
+    process's RNGs; returns the step. Files are parsed as data only (safetensors, JSON); nothing is unpickled."""
+    if "checkpoint_format" not in meta:
+        return load_accelerate_checkpoint(folder, accelerator, model=model, optimizer=optimizer, ema=ema)
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"--resume_from_checkpoint: {folder / CHECKPOINT_META} has no valid step (got {step!r})")
+    with _reading(folder / MODEL_FILE):
+        model.load_state_dict(load_safetensors(folder / MODEL_FILE))
+    with _reading(folder / EMA_FILE):
+        ema.load(load_safetensors(folder / EMA_FILE), meta["ema_updates"])
+    with _reading(folder / OPTIMIZER_FILE):
+        state = {}
+        for key, v in load_safetensors(folder / OPTIMIZER_FILE).items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = v
+        for i, scalars in meta["optimizer"]["state"].items():
+            state.setdefault(int(i), {}).update(scalars)
+        groups = meta["optimizer"]["param_groups"]
+        for live, saved in zip(optimizer.param_groups, groups):  # JSON has lists where torch keeps tuples (betas)
+            saved.update({k: tuple(saved[k]) for k, v in live.items() if isinstance(v, tuple) and k in saved})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if accelerator.scaler is not None and meta.get("grad_scaler") is not None:
+        with _reading(folder / CHECKPOINT_META):
+            accelerator.scaler.load_state_dict(meta["grad_scaler"])
+    path = folder / rng_file(accelerator.process_index)
+    with _reading(path):
+        set_rng_state(hub_utils.read_json(path, argname="--resume_from_checkpoint"), accelerator.device)
+    return step
+
+
+def load_accelerate_checkpoint(folder: Path, accelerator, *, model: ARBackbone, optimizer, ema: EMA) -> int:
+    """A checkpoint of an earlier version of this script (``accelerator.save_state`` with the EMA and the step
+    registered). Its pickles are read by Accelerate's loader with ``torch.load(weights_only=True)``, which rebuilds
+    tensors, numbers, strings and numpy arrays only and refuses any other object instead of running its code."""
+    from accelerate.utils import load
+
+    def read(name: str, apply):
+        with _reading(folder / name):
+            return apply(load(folder / name, map_location="cpu", weights_only=True))
+
+    def restore_rng(rng: dict) -> None:
+        py, npy, device = rng["random_state"], rng["numpy_random_seed"], accelerator.device
+        state = {"python": [py[0], list(py[1]), py[2]], "numpy": [npy[0], npy[1].tolist(), *npy[2:]],
+                 "torch": _hex(rng["torch_manual_seed"])}
+        if (key := f"torch_{device.type}_manual_seed") in rng:
+            state["device"] = {"type": device.type, "states": [_hex(s) for s in rng[key]]}
+        set_rng_state(state, device)
+
+    with _reading(folder / MODEL_FILE):
+        model.load_state_dict(load_safetensors(folder / MODEL_FILE))
+    read("optimizer.bin", optimizer.load_state_dict)
+    read("custom_checkpoint_0.pkl", lambda state: ema.load(state["shadow"], state["num_updates"]))
+    if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
+        read("scaler.pt", accelerator.scaler.load_state_dict)
+    read(f"random_states_{accelerator.process_index}.pkl", restore_rng)
+    return read("custom_checkpoint_1.pkl", lambda state: int(state["step"]))
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Any failure while reading or applying ``path`` becomes one error that names the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume_from_checkpoint: {path} is missing from the checkpoint")
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, OSError, pickle.UnpicklingError) as e:
+        raise ValueError(f"--resume_from_checkpoint: cannot restore {path}: {type(e).__name__}: {e}") from e
+
+
+# RNG states as JSON: python's random and numpy's MT19937 as integer lists, torch's generators as hex bytes. Dropout
+# draws from torch's global generator of the training device, so resuming restores it with the rest.
+def get_rng_state(device: torch.device) -> dict:
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "torch": _hex(torch.get_rng_state())}
+    backend = _device_rng(device)
+    if backend is not None:
+        state["device"] = {"type": device.type, "states": [_hex(s) for s in backend.get_rng_state_all()]}
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    version, internal, gauss = state["python"]
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    backend = _device_rng(device)
+    if backend is not None and state.get("device", {}).get("type") != device.type:
+        raise ValueError(f"no {device.type} RNG state (the checkpoint was written on another device type)")
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_unhex(state["torch"]))
+    if backend is not None:
+        backend.set_rng_state_all([_unhex(s) for s in state["device"]["states"]])
+
+
+def _device_rng(device: torch.device):
+    """The RNG module of the training device (``torch.cuda``, ``torch.xpu``, …); None on the CPU."""
+    module = getattr(torch, device.type, None) if device.type != "cpu" else None
+    return module if hasattr(module, "get_rng_state_all") else None
+
+
+def _hex(state: torch.Tensor) -> str:
+    return state.cpu().numpy().tobytes().hex()
+
+
+def _unhex(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray.fromhex(text), dtype=torch.uint8)
+
+
 def _fsync_tree(folder: Path) -> None:
     for f in folder.rglob("*"):
         if f.is_file():
@@ -502,7 +655,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # evaluation: held-out bits/dim at t = 0 and a few t > 0, and a grid of AR samples
@@ -632,7 +784,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     data = load_data(args, model)
     output_dir = Path(args.output_dir)
     meta = checkpoint_meta(model, scheduler, loss_fn)
-    resume_path = resolve_resume(args, output_dir, meta)
+    resume = resolve_resume(args, output_dir, meta)
 
     # 2. Accelerate: processes, device, mixed precision, trackers
     accelerator = Accelerator(
@@ -656,12 +808,15 @@ def main(argv: list[str] | None = None) -> TrainResult:
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     ema = EMA(unwrapped, args.ema_decay)
-    state = TrainState()
-    accelerator.register_for_checkpointing(ema)
-    accelerator.register_for_checkpointing(state)
-    if resume_path is not None:
-        accelerator.load_state(str(resume_path))
-        accelerator.print(f"resumed from {resume_path} at step {state.step}")
+    total_batch = args.train_batch_size * world * args.gradient_accumulation_steps
+    meta["data"] = {"seed": args.seed, "train_batch_size": args.train_batch_size, "num_processes": world,
+                    "gradient_accumulation_steps": args.gradient_accumulation_steps, "examples_per_step": total_batch}
+    state = {"model": unwrapped, "optimizer": optimizer, "ema": ema}  # what a checkpoint holds, with the RNGs
+    start_step = 0
+    if resume is not None:
+        resume_path, resume_meta = resume
+        start_step = load_checkpoint(resume_path, resume_meta, accelerator, **state)
+        accelerator.print(f"resumed from {resume_path} at step {start_step}")
 
     metrics_file = output_dir / "logs" / "metrics.jsonl"
 
@@ -685,21 +840,21 @@ def main(argv: list[str] | None = None) -> TrainResult:
         accelerator.wait_for_everyone()
         return result
 
-    total_batch = args.train_batch_size * world * args.gradient_accumulation_steps
     accelerator.print(f"training {type(unwrapped).__name__} ({unwrapped.num_parameters():,} parameters) on "
                       f"{data.name}: {len(data.train_images)} images, {total_batch} per step "
                       f"({args.train_batch_size} × {world} processes × {args.gradient_accumulation_steps} "
                       "accumulation), "
                       f"{type(scheduler).__name__}, {loss_fn.config}")
-    progress = tqdm(range(args.max_train_steps), initial=state.step, desc="train", dynamic_ncols=True,
+    progress = tqdm(range(args.max_train_steps), initial=start_step, desc="train", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)
     labels_needed = unwrapped.config.num_classes is not None
     metrics: dict = {}
     window = torch.zeros(4, device=device)  # loss sums and counts since the last log: clean (t = 0), noisy
     window_seconds, window_images = 0.0, 0  # training throughput (evaluation and checkpoints excluded)
     model.train()
-    while state.step < args.max_train_steps:
-        step, step_start = state.step, time.perf_counter()
+    step = start_step
+    while step < args.max_train_steps:
+        step_start = time.perf_counter()
         sums = torch.zeros(4, device=device)
         for micro in range(args.gradient_accumulation_steps):
             idx, numbers = batch_positions(step * args.gradient_accumulation_steps + micro, args,
@@ -722,7 +877,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
             raise FloatingPointError(f"non-finite loss at step {step} (try --mixed_precision no or a lower "
                                      "--learning_rate)")
         ema.update(unwrapped)
-        state.step = step = step + 1
+        step += 1
         progress.update(1)
         window += sums
         window_images += args.train_batch_size * args.gradient_accumulation_steps * world
@@ -743,21 +898,21 @@ def main(argv: list[str] | None = None) -> TrainResult:
         if args.eval_steps and step % args.eval_steps == 0 and step != args.max_train_steps:
             metrics = run_evaluation(step)
         if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit, **state)
     progress.close()
 
     # 3. the end: a final evaluation, a checkpoint, and the release pipeline from the EMA weights
-    metrics = run_evaluation(state.step)
-    if not (args.checkpointing_steps and state.step % args.checkpointing_steps == 0):
-        save_checkpoint(accelerator, output_dir, state.step, meta, args.checkpoints_total_limit)
+    metrics = run_evaluation(step)
+    if not (args.checkpointing_steps and step % args.checkpointing_steps == 0):
+        save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit, **state)
     if accelerator.is_main_process:
-        save_release(ema_model, scheduler, loss_fn, data, metrics, args, state.step, world, output_dir)
+        save_release(ema_model, scheduler, loss_fn, data, metrics, args, step, world, output_dir)
         if args.push_to_hub:
             push_release(output_dir, args.hub_model_id or output_dir.resolve().name)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     ema.copy_to(ema_model)
-    return TrainResult(model=unwrapped, ema_model=ema_model, step=state.step, metrics=metrics)
+    return TrainResult(model=unwrapped, ema_model=ema_model, step=step, metrics=metrics)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -83,31 +86,31 @@ def assert_same_state(a, b, path="state"):
 
 
 def load_checkpoint_files(folder: Path) -> dict:
+    """Everything a checkpoint restores (the configs and the file manifest left out)."""
+    meta = json.loads((folder / "ncml_checkpoint.json").read_text())
     return {
         "model": load_file(folder / "model.safetensors"),
-        "optimizer": torch.load(folder / "optimizer.bin", weights_only=False),
-        "ema": torch.load(folder / "custom_checkpoint_0.pkl", weights_only=False),
-        "step": torch.load(folder / "custom_checkpoint_1.pkl", weights_only=False),
-        "rng": torch.load(folder / "random_states_0.pkl", weights_only=False)["torch_manual_seed"],
+        "optimizer": load_file(folder / "optimizer.safetensors"), "optimizer_meta": meta["optimizer"],
+        "ema": load_file(folder / "ema.safetensors"), "ema_updates": meta["ema_updates"],
+        "step": meta["step"], "data": meta["data"], "grad_scaler": meta["grad_scaler"],
+        "rng": json.loads((folder / "rng_state_0.json").read_text()),
     }
 
 
 # ---- one uninterrupted run, one killed mid-checkpoint, and its resume in a new process -------------------------
 KILL_DURING_SECOND_SAVE = textwrap.dedent("""
     import importlib.util, os, signal, sys
-    from accelerate import Accelerator
     spec = importlib.util.spec_from_file_location("train_ncml", sys.argv[1])
     script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(script)
-    original, calls = Accelerator.save_state, []
-    def save_state(self, output_dir=None, **kwargs):
-        calls.append(output_dir)
-        result = original(self, output_dir, **kwargs)
+    original, calls = script.write_checkpoint, []
+    def write_checkpoint(folder, *args, **kwargs):
+        calls.append(folder)
+        original(folder, *args, **kwargs)
         if len(calls) == 2:  # the checkpoint at step 4: tear a file, then die before the rename
-            with open(os.path.join(output_dir, "model.safetensors"), "r+b") as f:
+            with open(os.path.join(folder, "model.safetensors"), "r+b") as f:
                 f.truncate(64)
             os.kill(os.getpid(), signal.SIGKILL)
-        return result
-    Accelerator.save_state = save_state
+    script.write_checkpoint = write_checkpoint
     script.main(sys.argv[2:])
 """)
 
@@ -145,7 +148,7 @@ def test_exact_resume_matches_the_uninterrupted_run_bitwise(runs):
     # 4 steps in one process vs 2 steps + a new process resuming from checkpoint-2 (dropout 0.1 on)
     a = load_checkpoint_files(runs["full"] / "checkpoint-4")
     b = load_checkpoint_files(runs["killed"] / "checkpoint-4")
-    assert a["step"] == {"step": 4} and a["ema"]["num_updates"] == 4
+    assert a["step"] == 4 and a["ema_updates"] == 4 and a["data"]["examples_seen"] == 4 * 8
     assert_same_state(a, b)
     # and the run really moved: the weights differ from the step-2 checkpoint
     two = load_file(runs["killed"] / "checkpoint-2" / "model.safetensors")
@@ -166,7 +169,7 @@ def test_release_folder_loads_with_the_ema_weights(runs):
     pipe = NCMLPipeline.from_pretrained(out)
     index = json.loads((out / "model_index.json").read_text())
     assert index["backbone"] == ["ncml", "NCPNModel"] and index["scheduler"] == ["ncml", "VPSDEScheduler"]
-    ema = torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False)["shadow"]
+    ema = load_file(out / "checkpoint-4" / "ema.safetensors")
     released = dict(pipe.backbone.named_parameters())
     assert set(released) == set(ema)
     assert all(torch.equal(released[k].detach(), ema[k]) for k in ema)
@@ -191,6 +194,106 @@ def test_resuming_a_checkpoint_of_another_model_is_refused(runs, script, tmp_pat
     with pytest.raises(ValueError, match="not a complete ncml training checkpoint"):
         script.main(["--config", str(runs["config"]), "--output_dir", str(tmp_path / "o"),
                      "--resume_from_checkpoint", str(runs["killed"] / "logs")])
+
+
+# ---- resuming never runs code from the checkpoint folder -------------------------------------------------------
+CHECKPOINT_FILES = ["ema.safetensors", "model.safetensors", "ncml_checkpoint.json", "optimizer.safetensors",
+                    "rng_state_0.json"]
+
+
+class Payload:
+    """Unpickling this creates the file ``marker``: the proof that code from a checkpoint ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def plant(path: Path, marker: Path, kind: str) -> None:
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps(Payload(marker)))
+    else:  # a zip holding the pickle, like Accelerate's optimizer.bin and random_states_0.pkl
+        torch.save(Payload(marker), path)
+
+
+def resume_command(runs, out: Path, checkpoint) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--config", str(runs["config"]), "--output_dir", str(out),
+            "--max_train_steps", "4", "--checkpointing_steps", "2", "--resume_from_checkpoint", str(checkpoint)]
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_a_pickle_in_place_of_a_checkpoint_file_is_refused_and_never_run(runs, script, tmp_path, name, kind):
+    checkpoint, marker = tmp_path / "checkpoint-2", tmp_path / "payload-ran"
+    shutil.copytree(runs["killed"] / "checkpoint-2", checkpoint)
+    assert sorted(p.name for p in checkpoint.iterdir()) == CHECKPOINT_FILES  # every file of a checkpoint is tried
+    plant(checkpoint / name, marker, kind)
+    with pytest.raises(ValueError, match=re.escape(str(checkpoint / name))):
+        script.main(resume_command(runs, tmp_path / "o", checkpoint)[2:])
+    assert not marker.exists()
+
+
+def test_pickles_beside_a_checkpoint_are_never_loaded(runs, tmp_path):
+    checkpoint, marker = tmp_path / "checkpoint-2", tmp_path / "payload-ran"
+    shutil.copytree(runs["killed"] / "checkpoint-2", checkpoint)
+    for name in ("custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "random_states_0.pkl", "optimizer.bin",
+                 "pytorch_model.bin", "scaler.pt", "scheduler.bin"):
+        plant(checkpoint / name, marker, "torch.save")
+    run(resume_command(runs, tmp_path / "o", checkpoint))
+    assert not marker.exists()
+    assert_same_state(load_checkpoint_files(tmp_path / "o" / "checkpoint-4"),
+                      load_checkpoint_files(runs["full"] / "checkpoint-4"))
+
+
+TO_ACCELERATE_FORMAT = textwrap.dedent("""
+    # rewrite a checkpoint as earlier versions of train_ncml.py wrote it: accelerator.save_state (pickles) with the
+    # EMA and the step registered for checkpointing, and only the configs and the step in ncml_checkpoint.json
+    import importlib.util, json, sys
+    from pathlib import Path
+    import torch
+    from accelerate import Accelerator
+    spec = importlib.util.spec_from_file_location("train_ncml", sys.argv[1])
+    script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(script)
+    src, dst = Path(sys.argv[2]), Path(sys.argv[3])
+    args, config = script.parse_args(sys.argv[4:])
+    model, scheduler, loss_fn = script.build_components(config, args)
+    accelerator = Accelerator()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = script.EMA(model, args.ema_decay)
+    meta = json.loads((src / "ncml_checkpoint.json").read_text())
+    step = script.load_checkpoint(src, meta, accelerator, model=model, optimizer=optimizer, ema=ema)
+    class Registered:
+        def __init__(self, state): self.state = state
+        def state_dict(self): return self.state
+        def load_state_dict(self, state): pass
+    accelerator.register_for_checkpointing(Registered({"decay": ema.decay, "num_updates": ema.num_updates,
+                                                       "shadow": ema.shadow}))
+    accelerator.register_for_checkpointing(Registered({"step": step}))
+    accelerator.save_state(str(dst))
+    old = ("model_class", "model", "scheduler_class", "scheduler", "loss", "step")
+    (dst / "ncml_checkpoint.json").write_text(json.dumps({k: meta[k] for k in old}))
+""")
+
+
+def test_checkpoints_of_earlier_versions_resume_exactly_without_running_their_pickles(runs, tmp_path):
+    out, marker = tmp_path / "earlier", tmp_path / "payload-ran"
+    run([sys.executable, "-c", TO_ACCELERATE_FORMAT, str(SCRIPT), str(runs["killed"] / "checkpoint-2"),
+         str(out / "checkpoint-2"), "--config", str(runs["config"])])
+    assert {"custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "optimizer.bin", "random_states_0.pkl",
+            "model.safetensors"} <= {p.name for p in (out / "checkpoint-2").iterdir()}
+    # a payload in one of its pickles: torch.load(weights_only=True) refuses it
+    poisoned = tmp_path / "poisoned" / "checkpoint-2"
+    shutil.copytree(out / "checkpoint-2", poisoned)
+    plant(poisoned / "custom_checkpoint_0.pkl", marker, "torch.save")
+    proc = run(resume_command(runs, tmp_path / "o", poisoned), check=False)
+    assert proc.returncode != 0 and str(poisoned / "custom_checkpoint_0.pkl") in proc.stderr
+    assert not marker.exists()
+    # the genuine one resumes bit-exactly, as "latest", and continues in the new format
+    run(resume_command(runs, out, "latest"))
+    assert_same_state(load_checkpoint_files(out / "checkpoint-4"), load_checkpoint_files(runs["full"] / "checkpoint-4"))
 
 
 # ---- two processes ------------------------------------------------------------------------------------------
