@@ -110,9 +110,10 @@ class Refinement:
                 f"{', Tweedie last step' if self.denoise == 'tweedie' else ''}")
 
 
-T_STARTS = (0.003, 0.01)  # where the AR draw starts (every variant)
-REFINEMENTS = (Refinement(5),)  # every variant, at every t_start
-WINNER_T_STARTS = T_STARTS
+T_STARTS = (0.003, 0.01)  # where the AR draw starts (every variant): the unrefined draw is scored at both
+REFINE_T_STARTS = (0.01,)  # where it is also refined (the 2-core budget: a refinement costs 10 score evaluations)
+REFINEMENTS = (Refinement(5),)  # every variant, at REFINE_T_STARTS
+WINNER_T_STARTS = REFINE_T_STARTS
 WINNER_REFINEMENTS = (Refinement(5, spacing="log"),
                       Refinement(1, correct_steps=0, denoise="tweedie"))  # the last: one Tweedie step, nothing else
 
@@ -195,13 +196,16 @@ class Evaluator:
     def __call__(self, pipe: NCMLPipeline, *, mle: bool, refinements, grids: Path | None = None) -> dict:
         t_starts = () if mle else tuple(t for t in T_STARTS if t <= pipe.scheduler.t_max)
         res = {**self.likelihoods(pipe.backbone, t_starts), "plain_ar": self.plain_ar(pipe.backbone, grids)}
-        res["two_part"] = {f"{t:g}": self.two_part(pipe, t, refinements, grids) for t in t_starts}
+        res["two_part"] = {f"{t:g}": self.two_part(pipe, t, refinements if t in REFINE_T_STARTS else (), grids)
+                           for t in t_starts}
         return res
 
 
 def best_two_part(res: dict) -> tuple[str, str, dict] | None:
-    """(t_start, refinement name, entry) with the lowest validation Fréchet distance, or None (MLE)."""
-    found = [(t, name, e) for t, tp in res.get("two_part", {}).items() for name, e in tp["refined"].items()]
+    """(t_start, refinement name, entry) with the lowest validation Fréchet distance at the refined t_starts (the
+    same for every variant), or None (MLE)."""
+    found = [(t, name, e) for t, tp in res.get("two_part", {}).items() for name, e in tp["refined"].items()
+             if float(t) in REFINE_T_STARTS]
     return min(found, key=lambda x: x[2]["fd"]) if found else None
 
 
