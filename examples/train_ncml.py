@@ -39,13 +39,20 @@ Checkpoints and exact resume
     optimizer.safetensors   the optimizer's tensors (Adam's moments and step counts), "<param index>.<name>"
     rng_state_<rank>.json   each process's RNGs: python, numpy, torch CPU and the training device
     ncml_checkpoint.json    model/scheduler/loss configs, step, data position (examples seen, batch layout), EMA
-                            update count, the optimizer's hyper-parameters and the grad scaler's state
+                            update count, the optimizer's hyper-parameters, the grad scaler's state, and a manifest
+                            of the other files (name, size, sha256)
 
 It is written into a hidden temporary folder that is renamed to ``checkpoint-<step>`` only when complete, so a kill
-during the write leaves the previous checkpoint intact. Resuming into a different model raises. Exact resume needs
-nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of ``(seed, global example
-index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the step, and dropout uses the
-global RNGs restored from ``rng_state_<rank>.json``. Checkpoints of earlier versions of this script (Accelerate's
+during the write leaves the previous checkpoint intact; a failed write (a full disk) removes the temporary folder.
+Before a resume loads anything, every file is checked against the manifest: a missing, truncated or altered file is
+an error naming it. ``--resume_from_checkpoint latest`` takes the newest ``checkpoint-<step>`` folder and refuses it
+if it is damaged (it never falls back to an older one or to a new run, which would overwrite it). Resuming into a
+different model raises. The rows of ``logs/metrics.jsonl`` after the step resumed from (or all rows, for a new run)
+are dropped, since those steps run again.
+
+Exact resume needs nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of
+``(seed, global example index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the
+step, and dropout uses the global RNGs restored from ``rng_state_<rank>.json``. Checkpoints of earlier versions of this script (Accelerate's
 ``save_state`` pickles) still resume: they are read with ``torch.load(weights_only=True)``, which rebuilds tensors,
 numbers and numpy arrays only and refuses any other object.
 
@@ -66,6 +73,8 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import errno
+import hashlib
 import json
 import math
 import os
@@ -441,21 +450,31 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def resolve_resume(args, output_dir: Path, expected: dict) -> tuple[Path, dict] | None:
-    """The checkpoint to resume from and its metadata (checked against this run's model), or None to start fresh."""
+    """The checkpoint to resume from and its metadata, verified against its manifest and checked against this
+    run's model; None to start fresh (no ``--resume_from_checkpoint``, or ``latest`` without any checkpoint)."""
     if args.resume_from_checkpoint is None:
         return None
     if args.resume_from_checkpoint == "latest":
-        found = list_checkpoints(output_dir)
+        # the newest checkpoint-<step> entry, complete or not: skipping a damaged one would resume an older
+        # checkpoint (or start over) and then overwrite the damaged one
+        found = sorted((int(m.group(1)), p) for p in (output_dir.iterdir() if output_dir.is_dir() else ())
+                       if (m := CHECKPOINT_RE.match(p.name)))
         if not found:
             print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}, starting a new run")
             return None
-        path = found[-1]
+        path = found[-1][1]
+        if not (path / CHECKPOINT_META).is_file():
+            raise ValueError(f"--resume_from_checkpoint latest: the newest checkpoint {path} is damaged (no "
+                             f"{CHECKPOINT_META}; complete checkpoints always have one). Move it away to resume from "
+                             "the one before, or name a checkpoint folder")
     else:
         path = Path(args.resume_from_checkpoint)
         if not (path / CHECKPOINT_META).is_file():
             raise ValueError(f"--resume_from_checkpoint {path}: not a complete ncml training checkpoint "
                              f"(no {CHECKPOINT_META})")
     meta = hub_utils.read_json(path / CHECKPOINT_META, argname="--resume_from_checkpoint")
+    if "checkpoint_format" in meta:
+        verify_manifest(path, meta)
     if meta.get("loss") != expected["loss"]:
         print(f"note: resuming {path} with a different loss config: {meta.get('loss')} -> {expected['loss']}")
     for key in ("model_class", "model", "scheduler_class", "scheduler"):
@@ -471,31 +490,67 @@ def resolve_resume(args, output_dir: Path, expected: dict) -> tuple[Path, dict] 
     return path, meta
 
 
+def verify_manifest(folder: Path, meta: dict) -> None:
+    """Every file the manifest lists exists with its recorded size and sha256; raises naming the first that does not."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError(f"--resume_from_checkpoint: {folder / CHECKPOINT_META} has no file manifest ('files')")
+    for name, entry in files.items():
+        path = folder / name
+        if Path(name).name != name or not isinstance(entry, dict):
+            raise ValueError(f"--resume_from_checkpoint: {folder / CHECKPOINT_META}: bad manifest entry {name!r}")
+        if not path.is_file():
+            raise ValueError(f"--resume_from_checkpoint: {path} is missing (listed in {CHECKPOINT_META})")
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            raise ValueError(f"--resume_from_checkpoint: {path} has {size} bytes, the manifest {entry.get('size')} "
+                             "(truncated or replaced)")
+        if _sha256(path) != entry.get("sha256"):
+            raise ValueError(f"--resume_from_checkpoint: {path} does not match its sha256 in {CHECKPOINT_META} "
+                             "(corrupted or replaced)")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_limit: int | None, *,
                     model: ARBackbone, optimizer, ema: EMA) -> Path:
-    """:func:`write_checkpoint` into a temporary folder, then an atomic rename to ``checkpoint-<step>``."""
+    """:func:`write_checkpoint` into a temporary folder, then an atomic rename to ``checkpoint-<step>``.
+
+    A failed write (a full disk, say) removes the temporary folder and leaves the earlier checkpoints as they were.
+    """
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.incomplete"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # left over from a killed run
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    write_checkpoint(tmp, accelerator, step, meta, model=model, optimizer=optimizer, ema=ema)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _fsync_tree(tmp)
-        if final.exists():  # the same step saved before (a rerun): swap, never delete first
-            trash = output_dir / f".checkpoint-{step}.old"
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(output_dir)
-        if total_limit is not None:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # left over from a killed run
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        write_checkpoint(tmp, accelerator, step, meta, model=model, optimizer=optimizer, ema=ema)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _fsync_tree(tmp)
+            if final.exists():  # the same step saved before (a rerun): swap, never delete first
+                trash = output_dir / f".checkpoint-{step}.old"
+                shutil.rmtree(trash, ignore_errors=True)
+                os.replace(final, trash)
+                os.replace(tmp, final)
+                shutil.rmtree(trash)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(output_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {e.filename or tmp} (checkpoint "
+                          f"{final}); the incomplete checkpoint was removed and earlier ones are intact: free space "
+                          "and rerun with --resume_from_checkpoint latest") from e
+        raise
+    if accelerator.is_main_process and total_limit is not None:
+        for old in list_checkpoints(output_dir)[:-total_limit]:
+            shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -504,29 +559,43 @@ def write_checkpoint(folder: Path, accelerator, step: int, meta: dict, *, model:
                      ema: EMA) -> None:
     """Every process: its RNG states (JSON). The main process: live weights, EMA weights and the optimizer's tensors
     (safetensors), then ``ncml_checkpoint.json`` (configs, step, data position, EMA update count, the optimizer's
-    hyper-parameters and non-tensor state, the grad scaler's state)."""
-    from safetensors.torch import save_file
-
-    hub_utils.write_json(folder / rng_file(accelerator.process_index), get_rng_state(accelerator.device))
+    hyper-parameters and non-tensor state, the grad scaler's state, and the manifest: every other file's size and
+    sha256, checked before a resume loads anything)."""
+    write_file(folder / rng_file(accelerator.process_index), _json_bytes(get_rng_state(accelerator.device)))
+    accelerator.wait_for_everyone()  # every process's RNG file is in the manifest
     if not accelerator.is_main_process:
         return
-    save_file(_cpu_copies(model.state_dict()), folder / MODEL_FILE)
-    save_file(_cpu_copies(ema.shadow), folder / EMA_FILE)
+    write_file(folder / MODEL_FILE, _safetensors_bytes(model.state_dict()))
+    write_file(folder / EMA_FILE, _safetensors_bytes(ema.shadow))
     state = optimizer.state_dict()  # {"state": {param index: {name: tensor or number}}, "param_groups": [...]}
-    save_file(_cpu_copies({f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()
-                           if isinstance(v, torch.Tensor)}), folder / OPTIMIZER_FILE)
+    write_file(folder / OPTIMIZER_FILE, _safetensors_bytes({f"{i}.{k}": v for i, s in state["state"].items()
+                                                            for k, v in s.items() if isinstance(v, torch.Tensor)}))
     scalars = {str(i): {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)}
                for i, s in state["state"].items()}
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())}
     batch = meta["data"]["examples_per_step"]
-    hub_utils.write_json(folder / CHECKPOINT_META, {
+    write_file(folder / CHECKPOINT_META, _json_bytes({
         **meta, "checkpoint_format": CHECKPOINT_FORMAT, "step": step,
         "data": {**meta["data"], "examples_seen": step * batch},  # batch_positions continues from here
         "ema_updates": ema.num_updates, "optimizer": {"param_groups": state["param_groups"], "state": scalars},
-        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None})
+        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None, "files": files},
+        indent=1))
 
 
-def _cpu_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}  # clone: no shared storage
+def write_file(path: Path, data: bytes) -> None:
+    """Every checkpoint file is written here (plain writes: the folder as a whole is renamed into place)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()})  # clone: no shared storage
+
+
+def _json_bytes(obj, indent: int | None = None) -> bytes:
+    return (json.dumps(obj, indent=indent) + "\n").encode("utf-8")
 
 
 def load_checkpoint(folder: Path, meta: dict, accelerator, *, model: ARBackbone, optimizer, ema: EMA) -> int:
@@ -556,6 +625,9 @@ def load_checkpoint(folder: Path, meta: dict, accelerator, *, model: ARBackbone,
         with _reading(folder / CHECKPOINT_META):
             accelerator.scaler.load_state_dict(meta["grad_scaler"])
     path = folder / rng_file(accelerator.process_index)
+    if path.name not in meta["files"]:
+        raise ValueError(f"--resume_from_checkpoint: {folder} was written by {meta['data']['num_processes']} "
+                         f"process(es) and has no {path.name} for process {accelerator.process_index} of this run")
     with _reading(path):
         set_rng_state(hub_utils.read_json(path, argname="--resume_from_checkpoint"), accelerator.device)
     return step
@@ -639,6 +711,21 @@ def _hex(state: torch.Tensor) -> str:
 
 def _unhex(text: str) -> torch.Tensor:
     return torch.frombuffer(bytearray.fromhex(text), dtype=torch.uint8)
+
+
+def drop_metrics_after(metrics_file: Path, step: int) -> None:
+    """Remove the rows of steps after ``step`` from ``metrics.jsonl`` (and a line torn by a kill mid-write)."""
+    if not metrics_file.is_file():
+        return
+    kept = []
+    for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    hub_utils.atomic_write_text(metrics_file, "".join(kept))
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -817,8 +904,14 @@ def main(argv: list[str] | None = None) -> TrainResult:
         resume_path, resume_meta = resume
         start_step = load_checkpoint(resume_path, resume_meta, accelerator, **state)
         accelerator.print(f"resumed from {resume_path} at step {start_step}")
+        saved = {k: v for k, v in resume_meta.get("data", meta["data"]).items() if k in meta["data"]}
+        if saved != meta["data"]:
+            accelerator.print(f"note: the batch layout changed ({saved} -> {meta['data']}): training continues, but "
+                              "not as the interrupted run would have")
 
     metrics_file = output_dir / "logs" / "metrics.jsonl"
+    if accelerator.is_main_process:
+        drop_metrics_after(metrics_file, start_step)  # the steps after the checkpoint run (and are logged) again
 
     def log(row: dict, step: int) -> None:
         accelerator.log(row, step=step)

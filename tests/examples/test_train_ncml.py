@@ -7,6 +7,7 @@ process. Multi-process training runs two processes with ``accelerate.debug_launc
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -247,6 +248,61 @@ def test_pickles_beside_a_checkpoint_are_never_loaded(runs, tmp_path):
                       load_checkpoint_files(runs["full"] / "checkpoint-4"))
 
 
+# ---- damaged checkpoints: an error naming the file, never a silent non-exact resume ------------------------------
+@pytest.mark.parametrize("damage", ["missing", "truncated", "replaced"])
+@pytest.mark.parametrize("name", ["rng_state_0.json", "optimizer.safetensors", "ema.safetensors", "model.safetensors"])
+def test_a_damaged_checkpoint_file_is_an_error_naming_it(runs, script, tmp_path, name, damage):
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(runs["killed"] / "checkpoint-2", checkpoint)
+    path = checkpoint / name
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-7])
+    else:  # same size, one byte changed: still parses, so only the manifest's sha256 tells
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 1
+        path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + {"missing": "missing", "truncated": "bytes",
+                                                                        "replaced": "sha256"}[damage]):
+        script.main(resume_command(runs, tmp_path / "o", checkpoint)[2:])
+    assert not (tmp_path / "o").exists()  # refused before anything started
+
+
+def test_latest_refuses_a_checkpoint_folder_without_its_metadata(runs, script, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(runs["killed"] / "checkpoint-2", out / "checkpoint-2")
+    shutil.copytree(runs["killed"] / "checkpoint-4", out / "checkpoint-4")
+    (out / "checkpoint-4" / "ncml_checkpoint.json").unlink()
+    before = sorted(p.name for p in (out / "checkpoint-4").iterdir())
+    with pytest.raises(ValueError, match=re.escape(str(out / "checkpoint-4")) + ".*damaged"):
+        script.main(resume_command(runs, out, "latest")[2:])
+    assert "starting a new run" not in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "checkpoint-4").iterdir()) == before  # left as it was
+
+
+def test_disk_full_while_writing_a_checkpoint(runs, script, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    original = script.write_file
+
+    def write_file(path, data):
+        if path.parent.name == ".checkpoint-4.incomplete" and path.name == "optimizer.safetensors":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        original(path, data)
+
+    monkeypatch.setattr(script, "write_file", write_file)
+    with pytest.raises(OSError, match="no space left on device.*" + re.escape(str(out / ".checkpoint-4.incomplete"))):
+        script.main(resume_command(runs, out, "latest")[2:])
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "logs"]
+    script.verify_manifest(out / "checkpoint-2", json.loads((out / "checkpoint-2" / "ncml_checkpoint.json").read_text()))
+
+
+def test_resume_keeps_one_metrics_row_per_step(runs):
+    # the killed run logged steps 3 and 4 before dying; its resume from step 2 logged them again
+    steps = [r["step"] for r in metrics(runs["killed"]) if "train/loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
 TO_ACCELERATE_FORMAT = textwrap.dedent("""
     # rewrite a checkpoint as earlier versions of train_ncml.py wrote it: accelerator.save_state (pickles) with the
     # EMA and the step registered for checkpointing, and only the configs and the step in ncml_checkpoint.json
@@ -338,6 +394,9 @@ def test_two_processes_keep_identical_weights_and_double_the_batch(tmp_path):
     # the release of the 2-process run is a class-conditional pipeline
     index = json.loads((two / "model_index.json").read_text())
     assert index["_class_name"] == "NCMLClassConditionalPipeline"
+    # each process wrote its RNG states into the checkpoint, and the manifest lists both
+    files = json.loads((two / "checkpoint-3" / "ncml_checkpoint.json").read_text())["files"]
+    assert {"rng_state_0.json", "rng_state_1.json"} <= set(files)
 
 
 # ---- mixed precision ------------------------------------------------------------------------------------------
