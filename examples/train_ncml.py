@@ -237,17 +237,29 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--validation_split needs --dataset (--train_data_dir holds out 10 % of its images itself)")
     if args.dataset is not None and args.dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
+    # NaN passes every comparison below as False and inf most of them: reject both first
+    for name in ("learning_rate", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_weight_decay", "ema_decay",
+                 "clean_fraction", "t_min", "t_max"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{name} must be a finite number, got {value}")
+    if not 0 <= args.seed < 2**32 - _world_size():  # numpy's seeds are uint32; set_seed adds the process index
+        raise ValueError(f"--seed must be an integer in [0, {2**32 - _world_size()}), got {args.seed}")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ValueError(f"--output_dir {args.output_dir}: exists and is not a folder")
     for name in ("max_train_steps", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
                  "logging_steps", "eval_max_images"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("lr_warmup_steps", "checkpointing_steps", "eval_steps", "num_sample_images", "max_grad_norm"):
+    for name in ("lr_warmup_steps", "checkpointing_steps", "eval_steps", "num_sample_images", "max_grad_norm",
+                 "adam_weight_decay"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     if not args.learning_rate > 0:
         raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if not 0 <= args.ema_decay < 1:
-        raise ValueError(f"--ema_decay must lie in [0, 1), got {args.ema_decay}")
+    for name in ("ema_decay", "adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name} must lie in [0, 1), got {getattr(args, name)}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
     if any(not 0 < f <= 1 for f in args.eval_t_fractions):

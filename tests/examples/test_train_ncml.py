@@ -476,6 +476,39 @@ def test_bad_config(script, tmp_path, change, match):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flags, match", [
+    (["--max_grad_norm", "nan"], "--max_grad_norm must be a finite number, got nan"),
+    (["--max_grad_norm", "inf"], "--max_grad_norm must be a finite number, got inf"),
+    (["--max_grad_norm", "-1"], "--max_grad_norm must be >= 0, got -1"),
+    (["--learning_rate", "nan"], "--learning_rate must be a finite number, got nan"),
+    (["--learning_rate", "inf"], "--learning_rate must be a finite number, got inf"),
+    (["--learning_rate", "0"], "--learning_rate must be > 0, got 0"),
+    (["--adam_beta2", "1"], r"--adam_beta2 must lie in \[0, 1\), got 1"),
+    (["--adam_weight_decay", "-0.1"], "--adam_weight_decay must be >= 0"),
+    (["--t_max", "nan"], "--t_max must be a finite number"),
+    (["--seed", "-1"], r"--seed must be an integer in \[0, 4294967295\), got -1"),
+    (["--seed", str(2**32)], "--seed must be an integer"),
+])
+def test_bad_numbers_are_refused_before_training(script, tmp_path, flags, match):
+    config = write_config(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        script.main(["--config", str(config), "--output_dir", str(tmp_path / "o"), *flags])
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_dir_that_is_a_file_or_a_config_that_is_not_utf8_is_refused(script, tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "o").write_text("a file")
+    with pytest.raises(ValueError, match="--output_dir .*o: exists and is not a folder"):
+        script.main(["--config", str(config), "--output_dir", str(tmp_path / "o")])
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(json.dumps({"model": TINY_MODEL, "training": {**TRAINING, "dataset": None,
+                                   "train_data_dir": "Bilder/Zürich"}}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(ValueError, match="--config.*latin1.json is not UTF-8"):
+        script.main(["--config", str(latin1), "--output_dir", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+
+
 def test_bad_flags(script, tmp_path):
     config = write_config(tmp_path)
     base = ["--config", str(config), "--output_dir", str(tmp_path / "o")]
