@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..configuration_utils import ConfigMixin
 from ..evaluation.likelihood import bits_per_dim_from_log_prob
 from ..models.autoregressive import ARBackbone
 from ..schedulers.scheduling_utils import SDEScheduler
@@ -88,7 +89,7 @@ class NCMLLossOutput:
     t: torch.Tensor  # (B,) the sampled times, float64 (exactly 0.0 for clean examples)
 
 
-class NCMLLoss:
+class NCMLLoss(ConfigMixin):
     """``NCMLLoss(config)(model, scheduler, x0, class_labels=None, *, generator=None) -> NCMLLossOutput``.
 
     ``x0``: clean images ``(B, C, H, W)`` in model space ``[-1, 1]`` on the data grid. One teacher-forced
@@ -96,7 +97,14 @@ class NCMLLoss:
     where ``t = 0``, ``log pdf + log Δ`` where ``t > 0``; see ``ARBackbone``); the loss is its negative mean
     over dimensions and batch in bits/dim. ``generator`` (one, or a list of ``B`` for per-example draws
     independent of the batch layout) drives the draws of ``t`` and ``ε`` — never the global RNG.
+
+    A config component like the schedulers: ``NCMLLoss.from_config({"clean_fraction": 0.5})`` (unknown keys and
+    wrong types raise), ``loss.config["t_min"]``, and ``save_pretrained`` / ``from_pretrained`` of
+    ``loss_config.json``. It holds no weights.
     """
+
+    config_class = NCMLLossConfig
+    config_name = "loss_config.json"
 
     def __init__(self, config: NCMLLossConfig | None = None):
         if config is None:
@@ -148,6 +156,3 @@ class NCMLLoss:
         log_prob = model(x_t, t, class_labels).log_prob  # (B, C, H, W) nats
         nll_per_dim = bits_per_dim_from_log_prob(log_prob.float())  # (B,) bits/dim, float32 under autocast too
         return NCMLLossOutput(loss=nll_per_dim.mean(), nll_per_dim=nll_per_dim, t=t)
-
-    def __repr__(self) -> str:
-        return f"NCMLLoss({self.config})"
