@@ -665,8 +665,8 @@ class Results:
             "their bootstrap std, so it ranks recipes only coarsely, and a from-scratch run of each recipe would "
             "be the stronger test.",
             "- **Where sampling starts.** On these models the AR draw at t_start = 0.003 scores far worse than at "
-            "0.01 although its floor (real digits noised to t_start) is the same (section 7), and five refinement "
-            "steps from there change little. Why is not measured here; a candidate is that at small t the density "
+            "0.01 although its floor (real digits noised to t_start) is the same (section 7). Why is not "
+            "measured here; a candidate is that at small t the density "
             "of x_t is nearly discrete per pixel and harder to model as a continuous mixture.",
             "- **Refinement settings.** Step count, grid, corrector snr and the Tweedie last step move the "
             "Fréchet distance by a few units at most here (section 7's sweep); the AR draw decides.",
