@@ -66,7 +66,22 @@ def test_conversion_bad_input():
     with pytest.raises(ValueError, match="name"):
         load_dataset("cifar10")
     with pytest.raises(ValueError, match="split"):
-        load_dataset(DATASETS[0], "validation")
+        load_dataset(DATASETS[0], "val")
+    with pytest.raises(ValueError, match="exclude_validation"):
+        load_dataset(DATASETS[0], "test", exclude_validation=True)
+
+
+@pytest.mark.parametrize("name,per_class", [("mnist5k", 50), ("digits", 15)])
+def test_validation_split_is_carved_from_train(name, per_class):
+    train, _ = load_dataset(name, "train")
+    val, val_labels = load_dataset(name, "validation")
+    rest, _ = load_dataset(name, "train", exclude_validation=True)
+    test, _ = load_dataset(name, "test")
+    assert np.bincount(val_labels).tolist() == [per_class] * 10  # stratified
+    assert len(val) + len(rest) == len(train)
+    as_set = lambda a: {im.tobytes() for im in a}  # noqa: E731
+    assert as_set(val) | as_set(rest) == as_set(train) and not as_set(val) & as_set(rest)
+    assert not as_set(val) & as_set(test)
 
 
 def write_images(folder, arrays, mode):
