@@ -6,6 +6,8 @@
 
 The objective is the paper's section 4 (``ncml.NCMLLoss``): one teacher-forced pass of the backbone on
 ``x_t = m(t)·x_0 + s(t)·ε`` with ``t ~ μ`` (``t = 0`` for a ``clean_fraction`` of each batch), in bits/dim.
+The script reads top to bottom: :class:`TrainingConfig` (the flags), :func:`main` (components, data, Accelerate,
+the loop, the release), then the pieces it relies on (data order, EMA, checkpoint files).
 
 Config file (``--config``, JSON)
 --------------------------------
@@ -18,18 +20,20 @@ or sections, every one optional except ``model``::
     {"model":     {"_class_name": "NCPNModel", "sample_size": 28, ...},       # backbone config fields
      "scheduler": {"_class_name": "VPSDEScheduler", "beta_max": 20.0, ...},    # SDE; default VPSDEScheduler()
      "loss":      {"clean_fraction": 0.5, "num_noise_levels": null},           # NCMLLossConfig fields
-     "training":  {"dataset": "mnist5k", "train_batch_size": 32, ...}}         # defaults for the flags below
+     "training":  {"dataset": "mnist5k", "train_batch_size": 32, ...}}         # TrainingConfig fields
 
-Unknown keys anywhere raise ``ValueError``. Precedence: command line > the config's ``training`` section >
-the defaults below. ``--sde`` and ``--clean_fraction`` / ``--num_noise_levels`` override the ``scheduler`` /
-``loss`` sections.
+Unknown keys anywhere raise ``ValueError``, values of the wrong type ``TypeError``. Precedence: command line > the
+config's ``training`` section > :class:`TrainingConfig`'s defaults (``--help`` lists them). ``--sde`` / ``--t_max``
+and ``--clean_fraction`` / ``--noise_distribution`` / ``--t_min`` / ``--num_noise_levels`` override the
+``scheduler`` / ``loss`` sections. Every value is checked before the Accelerator starts.
 
 Output folder (``--output_dir``)
 --------------------------------
 At the end it is a release pipeline folder (``NCMLPipeline.from_pretrained(output_dir)``: ``model_index.json``,
-``backbone/`` with the **EMA** weights, ``scheduler/``, ``README.md`` model card with dataset, steps and held-out
-bits/dim); ``--push_to_hub`` uploads just those. Alongside: ``checkpoint-<step>/`` training checkpoints,
-``samples/step-<step>.png`` sample grids, ``logs/metrics.jsonl`` (one JSON object per logged step).
+``backbone/`` with the **EMA** weights, ``scheduler/``, ``sampling_config.json``, ``README.md`` model card with
+dataset, steps and held-out bits/dim); ``--push_to_hub`` uploads just those. Alongside: ``checkpoint-<step>/``
+training checkpoints, ``samples/step-<step>.png`` sample grids, ``logs/metrics.jsonl`` (one JSON object per logged
+step).
 
 Checkpoints and exact resume
 ----------------------------
@@ -52,9 +56,9 @@ are dropped, since those steps run again.
 
 Exact resume needs nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of
 ``(seed, global example index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the
-step, and dropout uses the global RNGs restored from ``rng_state_<rank>.json``. Checkpoints of earlier versions of this script (Accelerate's
-``save_state`` pickles) still resume: they are read with ``torch.load(weights_only=True)``, which rebuilds tensors,
-numbers and numpy arrays only and refuses any other object.
+step, and dropout uses the global RNGs restored from ``rng_state_<rank>.json``. Checkpoints of earlier versions of
+this script (Accelerate's ``save_state`` pickles) still resume: they are read with ``torch.load(weights_only=True)``,
+which rebuilds tensors, numbers and numpy arrays only and refuses any other object.
 
 Data order and the effective batch
 ----------------------------------
@@ -82,19 +86,20 @@ import pickle
 import random
 import re
 import shutil
-import sys
 import time
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ncml import hub_utils
-from ncml.configuration_utils import config_to_dict, resolve_class
+from ncml.configuration_utils import config_from_dict, config_to_dict, resolve_class
 from ncml.data import DATASETS, ImageFolder, load_dataset, to_model_space, to_uint8
-from ncml.losses import NCMLLoss, NCMLLossConfig
-from ncml.models.autoregressive import ARBackbone, bits_per_dim_from_log_prob
+from ncml.evaluation import bits_per_dim, make_grid
+from ncml.losses import NCMLLoss
+from ncml.models.autoregressive import ARBackbone
 from ncml.models.modeling_utils import load_safetensors
 from ncml.schedulers import SDEScheduler, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
 
@@ -102,112 +107,99 @@ SDES = {"vp": VPSDEScheduler, "ve": VESDEScheduler, "subvp": SubVPSDEScheduler}
 CONFIG_SECTIONS = ("model", "scheduler", "loss", "training")
 CHECKPOINT_META = "ncml_checkpoint.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-RELEASE_FILES = ("model_index.json", "backbone", "scheduler", "README.md")
 HOLDOUT_FRACTION = 0.1
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# command line and config file
+# the flags: one TrainingConfig field each (--<name> on the command line, or the config's "training" section)
 # ---------------------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train an NCML autoregressive image model (paper section 4).")
-    p.add_argument("--config", required=True,
-                   help="JSON: a model config, or model/scheduler/loss/training sections (see the module docstring)")
-    data = p.add_mutually_exclusive_group()
-    data.add_argument("--dataset", choices=DATASETS, default=None, help="a bundled dataset (ncml.data.load_dataset)")
-    data.add_argument("--train_data_dir", default=None, help="a folder of PNG/JPEG images (10%% held out)")
-    p.add_argument("--output_dir", default="ncml-model", help="checkpoints, samples, logs and the release pipeline")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sde", choices=sorted(SDES), default=None, help="noising SDE (default: the config's, else vp)")
-    p.add_argument("--clean_fraction", type=float, default=None,
-                   help="μ({0}), the share of clean (t = 0) examples; default: the config's loss section, else 0.5")
-    p.add_argument("--noise_distribution", choices=("uniform", "log_uniform"), default=None,
-                   help="law of the noisy times on (t_min, T] (ncml.NCMLLossConfig); default: the config's, else uniform")
-    p.add_argument("--t_min", type=float, default=None, help="lower end of the noisy times (> 0 for log_uniform)")
-    p.add_argument("--num_noise_levels", type=int, default=None, help="a grid of K noise levels instead of U(0, T]")
-    p.add_argument("--t_max", type=float, default=None,
-                   help="T, the largest time trained on (the scheduler's t_max); default: the config's, else the SDE's")
-    p.add_argument("--init_from", default=None,
-                   help="start from these weights: a pipeline folder or repo id (its backbone), same model config")
-    p.add_argument("--validation_split", action="store_true",
-                   help="--dataset: train without its validation images and evaluate on them, not on the test split")
-    p.add_argument("--max_train_steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--train_batch_size", type=int, default=32, help="examples per process per micro-batch")
-    p.add_argument("--eval_batch_size", type=int, default=100)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--learning_rate", type=float, default=5e-4)
-    p.add_argument("--lr_scheduler", choices=("constant", "cosine"), default="constant", help="after the warmup")
-    p.add_argument("--lr_warmup_steps", type=int, default=0, help="linear warmup from 0 (optimizer steps)")
-    p.add_argument("--adam_beta1", type=float, default=0.95, help="PixelCNN++'s Adam betas (0.95, 0.9995)")
-    p.add_argument("--adam_beta2", type=float, default=0.9995)
-    p.add_argument("--adam_weight_decay", type=float, default=0.0)
-    p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping (0 = off)")
-    p.add_argument("--ema_decay", type=float, default=0.9995, help="EMA of the weights (warmed up as (1+n)/(10+n))")
-    p.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
-                   help="default: accelerate's config / launch flag")
-    p.add_argument("--checkpointing_steps", type=int, default=500, help="0 = only at the end")
-    p.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
-    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in --output_dir")
-    p.add_argument("--eval_steps", type=int, default=250, help="held-out bits/dim and a sample grid (0 = end only)")
-    p.add_argument("--eval_max_images", type=int, default=500, help="held-out images used for bits/dim")
-    p.add_argument("--eval_t_fractions", type=float, nargs="*", default=[0.01, 0.1, 0.5],
-                   help="evaluate bits/dim also at t = f·T for these f (t = 0 is always evaluated)")
-    p.add_argument("--num_sample_images", type=int, default=4, help="AR samples (t = 0) per evaluation; 0 = none")
-    p.add_argument("--logging_steps", type=int, default=10, help="write train metrics every N steps")
-    p.add_argument("--report_to", default="none", help="an Accelerate tracker (tensorboard, wandb, …) or 'none'")
-    p.add_argument("--push_to_hub", action="store_true", help="upload the release pipeline folder")
-    p.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (default: the output_dir's name)")
-    return p
+def flag(default, help: str, *, minimum: int | None = None, choices=None):
+    """A :class:`TrainingConfig` field: default, ``--help`` text, and the checks (``>= minimum``, ``choices``)."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices})
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]:
-    """Parse the command line, using the config file's ``training`` section as defaults. Returns (args, config)."""
-    parser = build_parser()
-    config_path = _find_config_path(argv if argv is not None else sys.argv[1:])
-    config = read_config(config_path) if config_path is not None else {}
-    training = config.get("training", {})
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    unknown = sorted(set(training) - set(actions))
-    if unknown:
-        raise ValueError(f"--config {config_path}: unknown key(s) {unknown} in 'training'; known: {sorted(actions)}")
-    for key, value in training.items():  # argparse does not check defaults: check them as the flags would be
-        _check_training_value(f"--config {config_path}: training.{key}", value, actions[key])
-    argv = list(argv if argv is not None else sys.argv[1:])
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    if given & {"--dataset", "--train_data_dir"}:  # data named on the command line replaces the config's
-        training = {k: v for k, v in training.items() if k not in ("dataset", "train_data_dir")}
-    parser.set_defaults(**training)
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class TrainingConfig:
+    # data and run
+    dataset: str | None = flag(None, "a bundled dataset (ncml.data.load_dataset)", choices=DATASETS)
+    train_data_dir: str | None = flag(None, "a folder of PNG/JPEG images (10%% held out); excludes --dataset")
+    validation_split: bool = flag(False, "--dataset: train without its validation images and evaluate on them, "
+                                         "not on the test split")
+    output_dir: str = flag("ncml-model", "checkpoints, samples, logs and the release pipeline")
+    seed: int = flag(0, "initial weights, data order, noise draws and dropout")
+    init_from: str | None = flag(None, "start from these weights: a pipeline folder or repo id (its backbone), "
+                                       "same model config")
+    # the SDE and the loss: override the config's scheduler / loss sections
+    sde: str | None = flag(None, "noising SDE (default: the config's, else vp)", choices=tuple(sorted(SDES)))
+    t_max: float | None = flag(None, "T, the largest time trained on (the scheduler's t_max); default: the "
+                                     "config's, else the SDE's")
+    clean_fraction: float | None = flag(None, "μ({0}), the share of clean (t = 0) examples; default: the config's "
+                                              "loss section, else 0.5")
+    noise_distribution: str | None = flag(None, "law of the noisy times on (t_min, T] (ncml.NCMLLossConfig); "
+                                                "default: the config's, else uniform",
+                                          choices=("uniform", "log_uniform"))
+    t_min: float | None = flag(None, "lower end of the noisy times (> 0 for log_uniform)")
+    num_noise_levels: int | None = flag(None, "a grid of K noise levels instead of U(0, T]", minimum=1)
+    # optimization
+    max_train_steps: int = flag(1000, "optimizer steps", minimum=1)
+    train_batch_size: int = flag(32, "examples per process per micro-batch", minimum=1)
+    gradient_accumulation_steps: int = flag(1, "micro-batches per optimizer step", minimum=1)
+    learning_rate: float = flag(5e-4, "Adam's learning rate after the warmup (> 0)")
+    lr_scheduler: str = flag("constant", "after the warmup", choices=("constant", "cosine"))
+    lr_warmup_steps: int = flag(0, "linear warmup from 0 (optimizer steps)", minimum=0)
+    adam_beta1: float = flag(0.95, "PixelCNN++'s Adam betas (0.95, 0.9995), each in [0, 1)")
+    adam_beta2: float = flag(0.9995, "see --adam_beta1")
+    adam_weight_decay: float = flag(0.0, "Adam's (L2) weight decay", minimum=0)
+    max_grad_norm: float = flag(1.0, "gradient clipping (0 = off)", minimum=0)
+    ema_decay: float = flag(0.9995, "EMA of the weights (warmed up as (1+n)/(10+n)), in [0, 1)")
+    mixed_precision: str | None = flag(None, "default: accelerate's config / launch flag",
+                                       choices=("no", "fp16", "bf16"))
+    # checkpoints
+    checkpointing_steps: int = flag(500, "0 = only at the end", minimum=0)
+    checkpoints_total_limit: int | None = flag(None, "keep only the newest N checkpoints", minimum=1)
+    resume_from_checkpoint: str | None = flag(None, "a checkpoint folder, or 'latest' in --output_dir")
+    # evaluation, logging, release
+    eval_steps: int = flag(250, "held-out bits/dim and a sample grid (0 = end only)", minimum=0)
+    eval_batch_size: int = flag(100, "images per forward pass in evaluation", minimum=1)
+    eval_max_images: int = flag(500, "held-out images used for bits/dim", minimum=1)
+    eval_t_fractions: tuple[float, ...] = flag((0.01, 0.1, 0.5), "evaluate bits/dim also at t = f·T for these f "
+                                                                 "in (0, 1] (t = 0 is always evaluated)")
+    num_sample_images: int = flag(4, "AR samples (t = 0) per evaluation; 0 = none", minimum=0)
+    logging_steps: int = flag(10, "write train metrics every N steps", minimum=1)
+    report_to: str = flag("none", "an Accelerate tracker (tensorboard, wandb, …) or 'none'")
+    push_to_hub: bool = flag(False, "upload the release pipeline folder")
+    hub_model_id: str | None = flag(None, "repo id for --push_to_hub (default: the output_dir's name)")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainingConfig, dict]:
+    """The flags over the config file's ``training`` section over the defaults, checked. Returns (args, config)."""
+    # SUPPRESS: the namespace holds only the flags given, so they override the config file and nothing else does
+    parser = argparse.ArgumentParser(description="Train an NCML autoregressive image model (paper section 4).",
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", required=True, help="JSON: a model config, or model/scheduler/loss/training "
+                                                        "sections (see the module docstring)")
+    hints = typing.get_type_hints(TrainingConfig)
+    for f in dataclasses.fields(TrainingConfig):
+        tp, options = hints[f.name], {"help": f"{f.metadata['help']} (default: {f.default})"}
+        if tp is bool:
+            options["action"] = "store_true"
+        elif typing.get_origin(tp) is tuple:
+            options.update(nargs="*", type=float)
+        else:  # int, float or str, possibly | None
+            options.update(type=[t for t in typing.get_args(tp) or [tp] if t is not type(None)][0],
+                           choices=f.metadata["choices"])
+        parser.add_argument(f"--{f.name}", **options)
+    given = vars(parser.parse_args(argv))
+    config_path = given.pop("config")
+    config = read_config(config_path)
+    training = dict(config.get("training", {}))
+    if given.keys() & {"dataset", "train_data_dir"}:  # data named on the command line replaces the config's
+        for key in ("dataset", "train_data_dir"):
+            training.pop(key, None)
+    args = config_from_dict(TrainingConfig, training, argname=f"--config {config_path}: training")
+    args = dataclasses.replace(args, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
     check_args(args)
     return args, config
-
-
-def _check_training_value(name: str, value, action: argparse.Action) -> None:
-    if value is None and action.default is None:
-        return
-    if isinstance(action, argparse._StoreTrueAction):
-        ok = isinstance(value, bool)
-    elif action.nargs == "*":
-        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    elif action.type is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif action.type is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise TypeError(f"{name} has the wrong type: {value!r}")
-    if action.choices is not None and value not in action.choices:
-        raise ValueError(f"{name} must be one of {list(action.choices)}, got {value!r}")
-
-
-def _find_config_path(argv: list[str]) -> str | None:
-    for i, a in enumerate(argv):
-        if a == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--config="):
-            return a.split("=", 1)[1]
-    return None
 
 
 def read_config(path: str) -> dict:
@@ -228,59 +220,50 @@ def read_config(path: str) -> dict:
     return data
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: TrainingConfig) -> None:
+    """What the types do not say: ranges, choices (from the config file too), finiteness, exclusive flags."""
+    for f in dataclasses.fields(args):
+        value, minimum, choices = getattr(args, f.name), f.metadata["minimum"], f.metadata["choices"]
+        # NaN passes every comparison as False and inf most of them: reject both first
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name} must be a finite number, got {value}")
+        if value is not None and minimum is not None and value < minimum:
+            raise ValueError(f"--{f.name} must be >= {minimum}, got {value}")
+        if value is not None and choices is not None and value not in choices:
+            raise ValueError(f"--{f.name} must be one of {list(choices)}, got {value!r}")
     if args.dataset is None and args.train_data_dir is None:
         raise ValueError("give the training data: --dataset {" + ",".join(DATASETS) + "} or --train_data_dir PATH")
     if args.dataset is not None and args.train_data_dir is not None:
-        raise ValueError("--dataset and --train_data_dir are exclusive (the config's training section gives both)")
+        raise ValueError("--dataset and --train_data_dir are exclusive (given both, on the command line or in the "
+                         "config's training section)")
     if args.validation_split and args.dataset is None:
         raise ValueError("--validation_split needs --dataset (--train_data_dir holds out 10 % of its images itself)")
-    if args.dataset is not None and args.dataset not in DATASETS:
-        raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}")
-    # NaN passes every comparison below as False and inf most of them: reject both first
-    for name in ("learning_rate", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_weight_decay", "ema_decay",
-                 "clean_fraction", "t_min", "t_max"):
-        value = getattr(args, name)
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"--{name} must be a finite number, got {value}")
     if not 0 <= args.seed < 2**32 - _world_size():  # numpy's seeds are uint32; set_seed adds the process index
         raise ValueError(f"--seed must be an integer in [0, {2**32 - _world_size()}), got {args.seed}")
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise ValueError(f"--output_dir {args.output_dir}: exists and is not a folder")
-    for name in ("max_train_steps", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
-                 "logging_steps", "eval_max_images"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("lr_warmup_steps", "checkpointing_steps", "eval_steps", "num_sample_images", "max_grad_norm",
-                 "adam_weight_decay"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     if not args.learning_rate > 0:
         raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}")
     for name in ("ema_decay", "adam_beta1", "adam_beta2"):
         if not 0 <= getattr(args, name) < 1:
             raise ValueError(f"--{name} must lie in [0, 1), got {getattr(args, name)}")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        raise ValueError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
-    if any(not 0 < f <= 1 for f in args.eval_t_fractions):
-        raise ValueError(f"--eval_t_fractions must lie in (0, 1], got {args.eval_t_fractions}")
+    if not all(math.isfinite(f) and 0 < f <= 1 for f in args.eval_t_fractions):
+        raise ValueError(f"--eval_t_fractions must lie in (0, 1], got {list(args.eval_t_fractions)}")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ValueError(f"--output_dir {args.output_dir}: exists and is not a folder")
     if args.push_to_hub and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ValueError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# model, scheduler, loss
+# model, scheduler, loss: library components built from the config's sections and the flags
 # ---------------------------------------------------------------------------------------------------------------
-def build_components(config: dict, args: argparse.Namespace) -> tuple[ARBackbone, SDEScheduler, NCMLLoss]:
+def build_components(config: dict, args: TrainingConfig) -> tuple[ARBackbone, SDEScheduler, NCMLLoss]:
     model_cfg = dict(config["model"])
-    class_name = model_cfg.pop("_class_name", "NCPNModel")
-    model_cfg.pop("_ncml_version", None)
-    model_cls = resolve_class("ncml", class_name, ARBackbone, argname="--config model._class_name")
+    model_cls = resolve_class("ncml", model_cfg.pop("_class_name", "NCPNModel"), ARBackbone,
+                              argname="--config model._class_name")
     torch.manual_seed(args.seed)  # the same initial weights on every process
-    model = model_cls.from_config(model_cfg)
+    model = from_section(model_cls, model_cfg, "model")
 
     sched_cfg = dict(config.get("scheduler", {}))
-    sched_cfg.pop("_ncml_version", None)
     named = sched_cfg.pop("_class_name", None)
     if args.sde is not None:
         sched_cls = SDES[args.sde]
@@ -289,30 +272,27 @@ def build_components(config: dict, args: argparse.Namespace) -> tuple[ARBackbone
     else:
         sched_cls = resolve_class("ncml", named, SDEScheduler, argname="--config scheduler._class_name") \
             if named is not None else VPSDEScheduler
-    if args.t_max is not None:
-        sched_cfg["t_max"] = args.t_max
-    scheduler = sched_cls.from_config(sched_cfg)
-
-    loss_cfg = dict(config.get("loss", {}))
-    fields = {f.name for f in dataclasses.fields(NCMLLossConfig)}
-    unknown = sorted(set(loss_cfg) - fields)
-    if unknown:
-        raise ValueError(f"--config: unknown key(s) {unknown} in 'loss'; known: {sorted(fields)}")
-    if args.clean_fraction is not None:
-        loss_cfg["clean_fraction"] = args.clean_fraction
-    for name in ("noise_distribution", "t_min", "num_noise_levels"):
-        if getattr(args, name) is not None:
-            loss_cfg[name] = getattr(args, name)
+    scheduler = from_section(sched_cls, sched_cfg, "scheduler", t_max=args.t_max)
+    loss_fn = from_section(NCMLLoss, config.get("loss", {}), "loss", clean_fraction=args.clean_fraction,
+                           noise_distribution=args.noise_distribution, t_min=args.t_min,
+                           num_noise_levels=args.num_noise_levels)
     if args.init_from is not None:
         init_weights(model, args.init_from)
-    return model, scheduler, NCMLLoss(NCMLLossConfig(**loss_cfg))
+    return model, scheduler, loss_fn
+
+
+def from_section(cls, section: dict, name: str, **flags):
+    """``cls.from_config`` of a config section, with the flags that were given (not None) on top."""
+    try:
+        return cls.from_config(section, **{k: v for k, v in flags.items() if v is not None})
+    except (TypeError, ValueError) as e:  # the library's message, plus where the value came from
+        raise (TypeError if isinstance(e, TypeError) else ValueError)(f"--config section {name!r} or its flags: {e}") \
+            from e
 
 
 def init_weights(model: ARBackbone, path_or_repo_id: str) -> None:
     """Copy the backbone weights of a saved pipeline (or a backbone folder) into ``model``; configs must match."""
-    from ncml.hub_utils import resolve_folder
-
-    folder = resolve_folder(path_or_repo_id)
+    folder = hub_utils.resolve_folder(path_or_repo_id)
     sub = "backbone" if (folder / "backbone").is_dir() else None
     source = type(model).from_pretrained(str(folder), subfolder=sub)
     if config_to_dict(source.config) != config_to_dict(model.config):
@@ -322,7 +302,221 @@ def init_weights(model: ARBackbone, path_or_repo_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# data: uint8 (N, H, W, C) arrays, checked against the model before anything runs
+# training
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    model: ARBackbone  # the trained (unwrapped) model
+    ema_model: ARBackbone  # a copy holding the EMA weights
+    step: int
+    metrics: dict  # the last evaluation
+
+
+def main(argv: list[str] | None = None) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    # 1. everything that can be wrong with the inputs is checked before the Accelerator starts
+    args, config = parse_args(argv)
+    model, scheduler, loss_fn = build_components(config, args)
+    data = load_data(args, model)
+    output_dir = Path(args.output_dir)
+    meta = checkpoint_meta(model, scheduler, loss_fn)
+    resume = resolve_resume(args, output_dir, meta)
+
+    # 2. Accelerate: processes, device, mixed precision, trackers
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if world != _world_size():
+        raise RuntimeError(f"WORLD_SIZE={_world_size()} but Accelerate runs {world} processes")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.log_with:
+            accelerator.init_trackers("train_ncml", config={k: v for k, v in dataclasses.asdict(args).items()
+                                                            if isinstance(v, (int, float, str, bool))})
+    set_seed(args.seed, device_specific=True)  # dropout: a different stream per process, restored on resume
+
+    # 3. optimizer and EMA; a checkpoint holds them, the live weights and every process's RNGs
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                 weight_decay=args.adam_weight_decay)
+    # the EMA copy is made before prepare(): evaluation and the release run in float32, outside autocast
+    ema_model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema = EMA(unwrapped, args.ema_decay)
+    state = {"model": unwrapped, "optimizer": optimizer, "ema": ema}
+    total_batch = args.train_batch_size * world * args.gradient_accumulation_steps
+    meta["data"] = {"seed": args.seed, "train_batch_size": args.train_batch_size, "num_processes": world,
+                    "gradient_accumulation_steps": args.gradient_accumulation_steps, "examples_per_step": total_batch}
+    step = 0
+    if resume is not None:
+        resume_path, resume_meta = resume
+        step = load_checkpoint(resume_path, resume_meta, accelerator, **state)
+        accelerator.print(f"resumed from {resume_path} at step {step}")
+        saved = {k: v for k, v in resume_meta.get("data", meta["data"]).items() if k in meta["data"]}
+        if saved != meta["data"]:
+            accelerator.print(f"note: the batch layout changed ({saved} -> {meta['data']}): training continues, but "
+                              "not as the interrupted run would have")
+    metrics_file = output_dir / "logs" / "metrics.jsonl"
+    if accelerator.is_main_process:
+        drop_metrics_after(metrics_file, step)  # the steps after the checkpoint run (and are logged) again
+
+    def log(row: dict, step: int) -> None:
+        accelerator.log(row, step=step)
+        if accelerator.is_main_process:
+            metrics_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+
+    conditional = unwrapped.config.num_classes is not None
+
+    def evaluate(step: int) -> dict:
+        """EMA weights: held-out bits/dim at t = 0 and t = f·T (the same noise every time), a grid of AR samples."""
+        result = {}
+        if accelerator.is_main_process:
+            ema.copy_to(ema_model)
+            labels = data.eval_labels if conditional else None
+            for t in [0.0] + [f * scheduler.t_max for f in args.eval_t_fractions]:
+                noised = dict(noised=True, scheduler=scheduler, generator=torch.Generator().manual_seed(args.seed))
+                result[f"eval/bpd_t={t:.4g}"] = bits_per_dim(
+                    ema_model, data.eval_images, t, class_labels=labels, batch_size=args.eval_batch_size,
+                    progress=False, **(noised if t > 0 else {})).mean
+            if args.num_sample_images:
+                n = args.num_sample_images
+                sample_labels = torch.arange(n, device=device) % ema_model.config.num_classes if conditional else None
+                gen = torch.Generator(device=device).manual_seed(args.seed)
+                x = ema_model.sample(n, 0.0, sample_labels, generator=gen)
+                # t = 0 samples lie on the model's grid; 8 bits spread its 2^num_bits levels over 0 … 255
+                grid = make_grid(to_uint8(x, num_bits=8), padding=0)
+                hub_utils.atomic_write(output_dir / "samples" / f"step-{step}.png", lambda f: grid.save(f, "PNG"))
+            log(result, step)
+            progress.write(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in result.items()))  # k: eval/…
+        accelerator.wait_for_everyone()
+        return result
+
+    # 4. the loop: micro-batch k of step s is a pure function of (seed, s, k), so a resumed run continues exactly
+    accelerator.print(f"training {type(unwrapped).__name__} ({unwrapped.num_parameters():,} parameters) on "
+                      f"{data.name}: {len(data.train_images)} images, {total_batch} per step "
+                      f"({args.train_batch_size} × {world} processes × {args.gradient_accumulation_steps} "
+                      f"accumulation), {type(scheduler).__name__}, {loss_fn.config}")
+    progress = tqdm(range(args.max_train_steps), initial=step, desc="train", dynamic_ncols=True,
+                    disable=not accelerator.is_local_main_process)
+    metrics: dict = {}
+    # sums since the last log row, this process: negative log-likelihood (bits/dim) and examples, clean (t = 0) and
+    # noisy apart; wall time and images of the training steps (evaluation and checkpoints excluded)
+    window = {k: torch.zeros((), device=device) for k in ("nll_clean", "num_clean", "nll_noisy", "num_noisy")}
+    window_seconds, window_images = 0.0, 0
+    model.train()
+    while step < args.max_train_steps:
+        step_start = time.perf_counter()
+        for micro in range(args.gradient_accumulation_steps):
+            idx, numbers = batch_positions(step * args.gradient_accumulation_steps + micro, args,
+                                           len(data.train_images), world, rank)
+            x0 = to_model_space(data.train_images[idx], num_bits=unwrapped.config.num_bits).to(device)
+            labels = torch.from_numpy(data.train_labels[idx]).to(device) if conditional else None
+            with accelerator.accumulate(model):
+                out = loss_fn(model, scheduler, x0, labels, generator=example_generators(args.seed, numbers, device))
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    if args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate_at(step, args)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            nll, clean = out.nll_per_dim.detach(), out.t == 0
+            window["nll_clean"] += nll[clean].sum()
+            window["num_clean"] += clean.sum()
+            window["nll_noisy"] += nll[~clean].sum()
+            window["num_noisy"] += (~clean).sum()
+        if not torch.isfinite(window["nll_clean"] + window["nll_noisy"]):
+            raise FloatingPointError(f"non-finite loss at step {step} (try --mixed_precision no or a lower "
+                                     "--learning_rate)")
+        ema.update(unwrapped)
+        step += 1
+        progress.update(1)
+        window_images += total_batch
+        window_seconds += time.perf_counter() - step_start
+
+        if step % args.logging_steps == 0 or step == args.max_train_steps:
+            totals = dict(zip(window, accelerator.reduce(torch.stack(list(window.values())), reduction="sum").tolist()))
+            row = {"train/loss": (totals["nll_clean"] + totals["nll_noisy"]) /
+                   max(1, totals["num_clean"] + totals["num_noisy"]),
+                   "lr": learning_rate_at(step - 1, args), "images_per_s": window_images / window_seconds}
+            if totals["num_clean"]:
+                row["train/loss_t0"] = totals["nll_clean"] / totals["num_clean"]
+            if totals["num_noisy"]:
+                row["train/loss_noisy"] = totals["nll_noisy"] / totals["num_noisy"]
+            log(row, step)
+            progress.set_postfix(loss=f"{row['train/loss']:.3f}", lr=f"{row['lr']:.2e}")
+            for v in window.values():
+                v.zero_()
+            window_seconds, window_images = 0.0, 0
+        if args.eval_steps and step % args.eval_steps == 0 and step != args.max_train_steps:
+            metrics = evaluate(step)
+        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit, **state)
+    progress.close()
+
+    # 5. the end: a final evaluation, a checkpoint, and the release pipeline of the EMA weights
+    metrics = evaluate(step)
+    if not (args.checkpointing_steps and step % args.checkpointing_steps == 0):
+        save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit, **state)
+    if accelerator.is_main_process:
+        save_release(ema_model, scheduler, loss_fn, data, metrics, args, step, world)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    ema.copy_to(ema_model)
+    return TrainResult(model=unwrapped, ema_model=ema_model, step=step, metrics=metrics)
+
+
+def learning_rate_at(step: int, args: TrainingConfig) -> float:
+    """Linear warmup over ``lr_warmup_steps``, then constant or cosine to 0 at ``max_train_steps``."""
+    if step < args.lr_warmup_steps:
+        return args.learning_rate * (step + 1) / args.lr_warmup_steps
+    if args.lr_scheduler == "cosine":
+        progress = (step - args.lr_warmup_steps) / max(1, args.max_train_steps - args.lr_warmup_steps)
+        return args.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+    return args.learning_rate
+
+
+def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLoss, data: Data, metrics: dict,
+                 args: TrainingConfig, step: int, num_processes: int) -> None:
+    """The EMA weights as a pipeline folder in ``--output_dir`` with a model card; uploaded with ``--push_to_hub``."""
+    from ncml.pipelines import NCMLClassConditionalPipeline, NCMLPipeline
+
+    conditional = ema_model.config.num_classes is not None
+    pipe = (NCMLClassConditionalPipeline if conditional else NCMLPipeline)(backbone=ema_model, scheduler=scheduler)
+    mle = loss_fn.config.clean_fraction == 1  # t = 0 always: the plain maximum-likelihood baseline
+    pipe.set_model_card(
+        datasets=[data.name] if args.dataset else None,
+        metrics={k.removeprefix("eval/"): f"{v:.4f}" for k, v in metrics.items()},
+        description="\n".join([
+            f"A `{type(ema_model).__name__}` trained by "
+            f"{'plain maximum likelihood (clean_fraction=1)' if mle else 'noise conditional maximum likelihood'} "
+            f"on `{data.name}` with `examples/train_ncml.py`.", "",
+            "## Training", "",
+            f"- dataset: `{data.name}` ({len(data.train_images)} train / {len(data.eval_images)} held-out images)",
+            f"- steps: {step}, batch {args.train_batch_size} × {num_processes} processes × "
+            f"{args.gradient_accumulation_steps} accumulation, learning rate {args.learning_rate}, "
+            f"EMA decay {args.ema_decay}",
+            f"- SDE: `{type(scheduler).__name__}` (T = {scheduler.t_max}); loss: `{loss_fn.config}`",
+            "- bits/dim: held-out negative log-likelihood per dimension (t = 0: discretized, exact; t > 0: density of "
+            "x_t plus log Δ), EMA weights."]))
+    output_dir = Path(args.output_dir)
+    (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card: this run's replaces it
+    pipe.save_pretrained(output_dir)
+    if args.push_to_hub:
+        pipe.push_to_hub(args.hub_model_id or output_dir.resolve().name,
+                         commit_message="Upload NCML model trained with examples/train_ncml.py")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data: uint8 (N, H, W, C) arrays, checked against the model before anything runs, and their order
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class Data:
@@ -333,7 +527,7 @@ class Data:
     name: str  # for the model card
 
 
-def load_data(args: argparse.Namespace, model: ARBackbone) -> Data:
+def load_data(args: TrainingConfig, model: ARBackbone) -> Data:
     cfg = model.config
     if args.dataset is not None:
         source = f"--dataset {args.dataset}"
@@ -543,7 +737,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_
         write_checkpoint(tmp, accelerator, step, meta, model=model, optimizer=optimizer, ema=ema)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            _fsync_tree(tmp)
+            _fsync_dir(tmp)
             if final.exists():  # the same step saved before (a rerun): swap, never delete first
                 trash = output_dir / f".checkpoint-{step}.old"
                 shutil.rmtree(trash, ignore_errors=True)
@@ -595,9 +789,12 @@ def write_checkpoint(folder: Path, accelerator, step: int, meta: dict, *, model:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Every checkpoint file is written here (plain writes: the folder as a whole is renamed into place)."""
+    """Every checkpoint file is written here: a plain write, since the folder as a whole is renamed into place, and
+    an fsync, so that the rename never publishes a folder whose data is not yet on disk."""
     with open(path, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -740,284 +937,12 @@ def drop_metrics_after(metrics_file: Path, step: int) -> None:
     hub_utils.atomic_write_text(metrics_file, "".join(kept))
 
 
-def _fsync_tree(folder: Path) -> None:
-    for f in folder.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(folder)
-
-
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-# ---------------------------------------------------------------------------------------------------------------
-# evaluation: held-out bits/dim at t = 0 and a few t > 0, and a grid of AR samples
-# ---------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: ARBackbone, scheduler: SDEScheduler, data: Data, args, device) -> dict[str, float]:
-    """Held-out bits/dim per t (t = 0: the discretized NLL; t > 0: ``log pdf + log Δ`` of x_t, fixed noise)."""
-    model.eval()
-    ts = [0.0] + [f * scheduler.t_max for f in args.eval_t_fractions]
-    labels_needed = model.config.num_classes is not None
-    out = {}
-    for t in ts:
-        gen = torch.Generator().manual_seed(args.seed)  # the same noise at every evaluation
-        total, count = 0.0, 0
-        for i in range(0, len(data.eval_images), args.eval_batch_size):
-            x0 = to_model_space(data.eval_images[i:i + args.eval_batch_size], num_bits=model.config.num_bits)
-            noise = torch.randn(x0.shape, generator=gen)
-            x_t = x0 if t == 0 else scheduler.add_noise(x0, noise, t)
-            labels = data.eval_labels[i:i + args.eval_batch_size]
-            labels = torch.from_numpy(labels).to(device) if labels_needed else None
-            bpd = bits_per_dim_from_log_prob(model(x_t.to(device), t, labels).log_prob.float())
-            total, count = total + bpd.sum().item(), count + len(bpd)
-        out[f"eval/bpd_t={t:.4g}"] = total / count
-    return out
-
-
-@torch.no_grad()
-def write_sample_grid(model: ARBackbone, args, path: Path, device) -> None:
-    """``--num_sample_images`` AR samples at t = 0 (plain autoregressive sampling) as one PNG row-major grid."""
-    from PIL import Image
-
-    n = args.num_sample_images
-    labels = torch.arange(n, device=device) % model.config.num_classes if model.config.num_classes else None
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    x = model.sample(n, 0.0, labels, generator=gen)
-    images = to_uint8(x, num_bits=model.config.num_bits)  # (n, H, W, C)
-    if model.config.num_bits < 8:
-        images = (images.astype(np.float32) * (255 / (2**model.config.num_bits - 1))).round().astype(np.uint8)
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    _, h, w, c = images.shape
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = im
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hub_utils.atomic_write(path, lambda f: Image.fromarray(grid[..., 0] if c == 1 else grid).save(f, format="PNG"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# release: the EMA weights as an NCMLPipeline folder with a model card
-# ---------------------------------------------------------------------------------------------------------------
-def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLoss, data: Data, metrics: dict,
-                 args, step: int, num_processes: int, output_dir: Path) -> None:
-    from ncml.pipelines import NCMLClassConditionalPipeline, NCMLPipeline
-
-    conditional = ema_model.config.num_classes is not None
-    pipeline_cls = NCMLClassConditionalPipeline if conditional else NCMLPipeline
-    pipeline_cls(backbone=ema_model, scheduler=scheduler).save_pretrained(output_dir)
-    rows = {k.removeprefix("eval/"): f"{v:.4f}" for k, v in metrics.items()}
-    body = "\n".join([
-        "## Training", "",
-        f"- dataset: `{data.name}` ({len(data.train_images)} train / {len(data.eval_images)} held-out images)",
-        f"- steps: {step}, batch {args.train_batch_size} × {num_processes} processes × "
-        f"{args.gradient_accumulation_steps} accumulation, learning rate {args.learning_rate}, "
-        f"EMA decay {args.ema_decay}",
-        f"- SDE: `{type(scheduler).__name__}` (T = {scheduler.t_max}); loss: `{loss_fn.config}`",
-        "- bits/dim: held-out negative log-likelihood per dimension (t = 0: discretized, exact; t > 0: density of "
-        "x_t plus log Δ), EMA weights.", "",
-        "```python", f"from ncml import {pipeline_cls.__name__}",
-        f"pipe = {pipeline_cls.__name__}.from_pretrained(\"PATH_OR_REPO_ID\")",
-        "images = pipe(class_labels=[0, 1, 2, 3]).images" if conditional else "images = pipe(batch_size=4).images",
-        "```",
-    ])
-    mle = loss_fn.config.clean_fraction == 1  # t = 0 always: the plain maximum-likelihood baseline
-    card = hub_utils.model_card_text(
-        title=f"{type(ema_model).__name__} trained with {'MLE' if mle else 'NCML'} on {data.name}",
-        summary="An autoregressive image model trained by "
-                f"{'plain maximum likelihood (clean_fraction=1)' if mle else 'noise conditional maximum likelihood'} "
-                "with `examples/train_ncml.py`.",
-        tags=[type(ema_model).__name__], datasets=[data.name] if args.dataset else None, metrics=rows, body=body)
-    hub_utils.atomic_write_text(output_dir / "README.md", card)
-
-
-def push_release(output_dir: Path, repo_id: str) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in RELEASE_FILES:
-            src = output_dir / name
-            if src.is_dir():
-                shutil.copytree(src, Path(tmp) / name)
-            elif src.is_file():
-                shutil.copy2(src, Path(tmp) / name)
-        hub_utils.upload_folder(tmp, repo_id, commit_message="Upload NCML model trained with examples/train_ncml.py")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------------------------------
-def learning_rate_at(step: int, args) -> float:
-    """Linear warmup over ``lr_warmup_steps``, then constant or cosine to 0 at ``max_train_steps``."""
-    if step < args.lr_warmup_steps:
-        return args.learning_rate * (step + 1) / args.lr_warmup_steps
-    if args.lr_scheduler == "cosine":
-        progress = (step - args.lr_warmup_steps) / max(1, args.max_train_steps - args.lr_warmup_steps)
-        return args.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
-    return args.learning_rate
-
-
-@dataclass
-class TrainResult:
-    model: ARBackbone  # the trained (unwrapped) model
-    ema_model: ARBackbone  # a copy holding the EMA weights
-    step: int
-    metrics: dict  # the last evaluation
-
-
-def main(argv: list[str] | None = None) -> TrainResult:
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
-
-    # 1. everything that can be wrong with the inputs is checked before the Accelerator starts
-    args, config = parse_args(argv)
-    model, scheduler, loss_fn = build_components(config, args)
-    data = load_data(args, model)
-    output_dir = Path(args.output_dir)
-    meta = checkpoint_meta(model, scheduler, loss_fn)
-    resume = resolve_resume(args, output_dir, meta)
-
-    # 2. Accelerate: processes, device, mixed precision, trackers
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")))
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    if world != _world_size():
-        raise RuntimeError(f"WORLD_SIZE={_world_size()} but Accelerate runs {world} processes")
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if accelerator.log_with:
-            accelerator.init_trackers("train_ncml", config={k: v for k, v in vars(args).items()
-                                                            if isinstance(v, (int, float, str, bool))})
-    set_seed(args.seed, device_specific=True)  # dropout: a different stream per process, restored on resume
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                 weight_decay=args.adam_weight_decay)
-    # the EMA copy is made before prepare(): evaluation and the release run in float32, outside autocast
-    ema_model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    ema = EMA(unwrapped, args.ema_decay)
-    total_batch = args.train_batch_size * world * args.gradient_accumulation_steps
-    meta["data"] = {"seed": args.seed, "train_batch_size": args.train_batch_size, "num_processes": world,
-                    "gradient_accumulation_steps": args.gradient_accumulation_steps, "examples_per_step": total_batch}
-    state = {"model": unwrapped, "optimizer": optimizer, "ema": ema}  # what a checkpoint holds, with the RNGs
-    start_step = 0
-    if resume is not None:
-        resume_path, resume_meta = resume
-        start_step = load_checkpoint(resume_path, resume_meta, accelerator, **state)
-        accelerator.print(f"resumed from {resume_path} at step {start_step}")
-        saved = {k: v for k, v in resume_meta.get("data", meta["data"]).items() if k in meta["data"]}
-        if saved != meta["data"]:
-            accelerator.print(f"note: the batch layout changed ({saved} -> {meta['data']}): training continues, but "
-                              "not as the interrupted run would have")
-
-    metrics_file = output_dir / "logs" / "metrics.jsonl"
-    if accelerator.is_main_process:
-        drop_metrics_after(metrics_file, start_step)  # the steps after the checkpoint run (and are logged) again
-
-    def log(row: dict, step: int) -> None:
-        accelerator.log(row, step=step)
-        if accelerator.is_main_process:
-            metrics_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps({"step": step, **row}) + "\n")
-
-    def run_evaluation(step: int) -> dict:
-        result = {}
-        if accelerator.is_main_process:
-            ema.copy_to(ema_model)
-            result = evaluate(ema_model, scheduler, data, args, device)
-            if args.num_sample_images:
-                write_sample_grid(ema_model, args, output_dir / "samples" / f"step-{step}.png", device)
-            log(result, step)
-            progress.write("step %d: %s" % (step, ", ".join(f"{k.removeprefix('eval/')} {v:.4f}"
-                                                            for k, v in result.items())))
-        accelerator.wait_for_everyone()
-        return result
-
-    accelerator.print(f"training {type(unwrapped).__name__} ({unwrapped.num_parameters():,} parameters) on "
-                      f"{data.name}: {len(data.train_images)} images, {total_batch} per step "
-                      f"({args.train_batch_size} × {world} processes × {args.gradient_accumulation_steps} "
-                      "accumulation), "
-                      f"{type(scheduler).__name__}, {loss_fn.config}")
-    progress = tqdm(range(args.max_train_steps), initial=start_step, desc="train", dynamic_ncols=True,
-                    disable=not accelerator.is_local_main_process)
-    labels_needed = unwrapped.config.num_classes is not None
-    metrics: dict = {}
-    window = torch.zeros(4, device=device)  # loss sums and counts since the last log: clean (t = 0), noisy
-    window_seconds, window_images = 0.0, 0  # training throughput (evaluation and checkpoints excluded)
-    model.train()
-    step = start_step
-    while step < args.max_train_steps:
-        step_start = time.perf_counter()
-        sums = torch.zeros(4, device=device)
-        for micro in range(args.gradient_accumulation_steps):
-            idx, numbers = batch_positions(step * args.gradient_accumulation_steps + micro, args,
-                                           len(data.train_images), world, rank)
-            x0 = to_model_space(data.train_images[idx], num_bits=unwrapped.config.num_bits).to(device)
-            labels = torch.from_numpy(data.train_labels[idx]).to(device) if labels_needed else None
-            with accelerator.accumulate(model):
-                out = loss_fn(model, scheduler, x0, labels, generator=example_generators(args.seed, numbers, device))
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    if args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    for group in optimizer.param_groups:
-                        group["lr"] = learning_rate_at(step, args)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            nll, clean = out.nll_per_dim.detach(), out.t == 0
-            sums += torch.stack([nll[clean].sum(), clean.sum().float(), nll[~clean].sum(), (~clean).sum().float()])
-        if not torch.isfinite(sums).all():
-            raise FloatingPointError(f"non-finite loss at step {step} (try --mixed_precision no or a lower "
-                                     "--learning_rate)")
-        ema.update(unwrapped)
-        step += 1
-        progress.update(1)
-        window += sums
-        window_images += args.train_batch_size * args.gradient_accumulation_steps * world
-        window_seconds += time.perf_counter() - step_start
-
-        if step % args.logging_steps == 0 or step == args.max_train_steps:
-            s = accelerator.reduce(window, reduction="sum").tolist()
-            row = {"train/loss": (s[0] + s[2]) / max(1, s[1] + s[3]), "lr": learning_rate_at(step - 1, args),
-                   "images_per_s": window_images / window_seconds}
-            if s[1]:
-                row["train/loss_t0"] = s[0] / s[1]
-            if s[3]:
-                row["train/loss_noisy"] = s[2] / s[3]
-            log(row, step)
-            progress.set_postfix(loss=f"{row['train/loss']:.3f}", lr=f"{row['lr']:.2e}")
-            window.zero_()
-            window_seconds, window_images = 0.0, 0
-        if args.eval_steps and step % args.eval_steps == 0 and step != args.max_train_steps:
-            metrics = run_evaluation(step)
-        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit, **state)
-    progress.close()
-
-    # 3. the end: a final evaluation, a checkpoint, and the release pipeline from the EMA weights
-    metrics = run_evaluation(step)
-    if not (args.checkpointing_steps and step % args.checkpointing_steps == 0):
-        save_checkpoint(accelerator, output_dir, step, meta, args.checkpoints_total_limit, **state)
-    if accelerator.is_main_process:
-        save_release(ema_model, scheduler, loss_fn, data, metrics, args, step, world, output_dir)
-        if args.push_to_hub:
-            push_release(output_dir, args.hub_model_id or output_dir.resolve().name)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    ema.copy_to(ema_model)
-    return TrainResult(model=unwrapped, ema_model=ema_model, step=step, metrics=metrics)
 
 
 if __name__ == "__main__":

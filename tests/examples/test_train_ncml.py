@@ -7,6 +7,7 @@ process. Multi-process training runs two processes with ``accelerate.debug_launc
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib.util
 import json
@@ -461,7 +462,11 @@ def test_bad_image_folder(script, tmp_path, case, match):
     (dict(model={"sample_size": 12}), "8×8.*sample_size=12"),
     (dict(model={"nr_filterz": 8}), "unknown key.*nr_filterz"),
     (dict(training={"learning_rat": 1e-3}), "unknown key.*learning_rat"),
-    (dict(training={"train_batch_size": "8"}), "train_batch_size has the wrong type"),
+    (dict(training={"train_batch_size": "8"}), "training.train_batch_size: expected int, got '8'"),
+    (dict(training={"eval_t_fractions": [0.1, "0.5"]}), "eval_t_fractions.*expected float"),
+    (dict(training={"lr_scheduler": "linear"}), r"--lr_scheduler must be one of \['constant', 'cosine'\]"),
+    (dict(training={"max_grad_norm": -1}), "--max_grad_norm must be >= 0"),
+    (dict(loss={"clean_fraction": "0.5"}), "'loss'.*clean_fraction: expected float"),
     (dict(training={"dataset": "cifar10"}), "dataset must be one of"),
     (dict(loss={"clean_fractoin": 0.5}), "unknown key.*clean_fractoin"),
     (dict(optimizer={}), "unknown top-level key.*optimizer"),
@@ -507,6 +512,34 @@ def test_an_output_dir_that_is_a_file_or_a_config_that_is_not_utf8_is_refused(sc
     with pytest.raises(ValueError, match="--config.*latin1.json is not UTF-8"):
         script.main(["--config", str(latin1), "--output_dir", str(tmp_path / "p")])
     assert not (tmp_path / "p").exists()
+
+
+def test_the_ablation_command_lines_parse(script, monkeypatch):
+    # examples/ablate_noise_levels.py runs this script; every variant's flags keep their meaning
+    spec = importlib.util.spec_from_file_location("ablate_noise_levels", ROOT / "examples" / "ablate_noise_levels.py")
+    ablation = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "ablate_noise_levels", ablation)  # its dataclasses look the module up
+    spec.loader.exec_module(ablation)
+    for variant in ablation.VARIANTS:
+        command = ablation.train_command(variant, Path("/nonexistent/out"), 600, 200)
+        assert command[1] == str(ROOT / "examples" / "train_ncml.py")
+        args, config = script.parse_args(command[2:])
+        assert (args.dataset, args.validation_split, args.resume_from_checkpoint, args.checkpoints_total_limit,
+                args.num_sample_images, args.eval_steps, args.max_train_steps) == ("mnist5k", True, "latest", 1, 0,
+                                                                                   200, 600)
+        assert args.init_from == str(ablation.init_pipeline(variant)) and "model" in config
+        flags = {a: b for a, b in zip(command, command[1:]) if a.startswith("--") and not b.startswith("--")}
+        assert args.t_max == float(flags["--t_max"]) and args.clean_fraction == float(flags["--clean_fraction"])
+        assert args.noise_distribution == flags.get("--noise_distribution")
+
+
+def test_help_lists_every_flag_with_its_default(script, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for f in dataclasses.fields(script.TrainingConfig):
+        assert f"--{f.name}" in text
+    assert "(default: 0.0005)" in text and "(default: (0.01, 0.1, 0.5))" in text
 
 
 def test_bad_flags(script, tmp_path):
