@@ -80,6 +80,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import pickle
@@ -93,6 +94,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.logging import get_logger
 
 from ncml import hub_utils
 from ncml.configuration_utils import config_from_dict, config_to_dict, resolve_class
@@ -108,6 +110,8 @@ CONFIG_SECTIONS = ("model", "scheduler", "loss", "training")
 CHECKPOINT_META = "ncml_checkpoint.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 HOLDOUT_FRACTION = 0.1
+
+logger = get_logger(__name__, log_level="INFO")  # main process only, unless main_process_only=False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -251,6 +255,50 @@ def check_args(args: TrainingConfig) -> None:
         raise ValueError(f"--output_dir {args.output_dir}: exists and is not a folder")
     if args.push_to_hub and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ValueError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set")
+    trackers(args.report_to)
+
+
+def trackers(report_to: str) -> list[str] | None:
+    """``--report_to`` as Accelerate's ``log_with``: None for "none", else the names (comma-separated), each a known
+    tracker whose package is installed. Accelerate itself only logs a missing package at debug level and goes on."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    if report_to == "none":
+        return None
+    names = [name.strip() for name in report_to.split(",")]
+    for name in names:
+        if name not in LoggerType.list():
+            raise ValueError(f"--report_to must be 'none' or Accelerate trackers among {LoggerType.list()} "
+                             f"(comma-separated), got {name!r}")
+        if name != "all" and LoggerType(name) not in get_available_trackers():
+            raise ValueError(f"--report_to {name}: the tracker's package is not installed (pip install {name}), "
+                             "or pass --report_to none")
+    return names
+
+
+def check_hub_repo(repo_id: str) -> None:
+    """Before training: a Hub token that can write, and the repo ``repo_id`` (created if it does not exist), so that
+    a run does not learn at its end that it cannot upload."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    api = HfApi()
+    try:
+        role = api.whoami().get("auth", {}).get("accessToken", {}).get("role")
+        if role == "read":
+            raise ValueError(f"--push_to_hub: the Hugging Face token is read-only; repo {repo_id!r} needs one that "
+                             "can write (hf auth login)")
+        api.create_repo(repo_id, exist_ok=True)
+    except hub_utils.network_error_types() as e:  # before LocalTokenNotFoundError: both are OSErrors
+        raise hub_utils.HubConnectionError(
+            f"--push_to_hub: the Hugging Face Hub could not be reached to check repo {repo_id!r} "
+            f"({type(e).__name__}: {e}); nothing was trained. Check the network, or drop --push_to_hub") from e
+    except LocalTokenNotFoundError as e:
+        raise ValueError(f"--push_to_hub: no Hugging Face token (hf auth login, or set HF_TOKEN) to create and "
+                         f"upload to repo {repo_id!r}") from e
+    except HfHubHTTPError as e:
+        raise ValueError(f"--push_to_hub: the Hub refused repo {repo_id!r} ({e})") from e
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,6 +366,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     # 1. everything that can be wrong with the inputs is checked before the Accelerator starts
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO)
     args, config = parse_args(argv)
     model, scheduler, loss_fn = build_components(config, args)
     data = load_data(args, model)
@@ -328,12 +378,14 @@ def main(argv: list[str] | None = None) -> TrainResult:
     # 2. Accelerate: processes, device, mixed precision, trackers
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=trackers(args.report_to),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")))
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     if world != _world_size():
         raise RuntimeError(f"WORLD_SIZE={_world_size()} but Accelerate runs {world} processes")
     if accelerator.is_main_process:
+        if args.push_to_hub:
+            check_hub_repo(hub_repo_id(args))
         output_dir.mkdir(parents=True, exist_ok=True)
         if accelerator.log_with:
             accelerator.init_trackers("train_ncml", config={k: v for k, v in dataclasses.asdict(args).items()
@@ -356,11 +408,16 @@ def main(argv: list[str] | None = None) -> TrainResult:
     if resume is not None:
         resume_path, resume_meta = resume
         step = load_checkpoint(resume_path, resume_meta, accelerator, **state)
-        accelerator.print(f"resumed from {resume_path} at step {step}")
+        logger.info(f"resumed from {resume_path} at step {step}")
+        if resume_meta.get("loss") != meta["loss"]:
+            logger.warning(f"resuming {resume_path} with a different loss config: {resume_meta.get('loss')} -> "
+                           f"{meta['loss']}")
         saved = {k: v for k, v in resume_meta.get("data", meta["data"]).items() if k in meta["data"]}
         if saved != meta["data"]:
-            accelerator.print(f"note: the batch layout changed ({saved} -> {meta['data']}): training continues, but "
-                              "not as the interrupted run would have")
+            logger.warning(f"the batch layout changed ({saved} -> {meta['data']}): training continues, but not as "
+                           "the interrupted run would have")
+    elif args.resume_from_checkpoint == "latest":
+        logger.info(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}, starting a new run")
     metrics_file = output_dir / "logs" / "metrics.jsonl"
     if accelerator.is_main_process:
         drop_metrics_after(metrics_file, step)  # the steps after the checkpoint run (and are logged) again
@@ -394,15 +451,15 @@ def main(argv: list[str] | None = None) -> TrainResult:
                 grid = make_grid(to_uint8(x, num_bits=8), padding=0)
                 hub_utils.atomic_write(output_dir / "samples" / f"step-{step}.png", lambda f: grid.save(f, "PNG"))
             log(result, step)
-            progress.write(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in result.items()))  # k: eval/…
+            logger.info(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in result.items()))  # k: eval/…
         accelerator.wait_for_everyone()
         return result
 
     # 4. the loop: micro-batch k of step s is a pure function of (seed, s, k), so a resumed run continues exactly
-    accelerator.print(f"training {type(unwrapped).__name__} ({unwrapped.num_parameters():,} parameters) on "
-                      f"{data.name}: {len(data.train_images)} images, {total_batch} per step "
-                      f"({args.train_batch_size} × {world} processes × {args.gradient_accumulation_steps} "
-                      f"accumulation), {type(scheduler).__name__}, {loss_fn.config}")
+    logger.info(f"training {type(unwrapped).__name__} ({unwrapped.num_parameters():,} parameters) on "
+                f"{data.name}: {len(data.train_images)} images, {total_batch} per step ({args.train_batch_size} × "
+                f"{world} processes × {args.gradient_accumulation_steps} accumulation), {type(scheduler).__name__}, "
+                f"{loss_fn.config}")
     progress = tqdm(range(args.max_train_steps), initial=step, desc="train", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)
     metrics: dict = {}
@@ -511,8 +568,16 @@ def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLo
     (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card: this run's replaces it
     pipe.save_pretrained(output_dir)
     if args.push_to_hub:
-        pipe.push_to_hub(args.hub_model_id or output_dir.resolve().name,
-                         commit_message="Upload NCML model trained with examples/train_ncml.py")
+        try:
+            pipe.push_to_hub(hub_repo_id(args), commit_message="Upload NCML model trained with examples/train_ncml.py")
+        except hub_utils.HubConnectionError as e:
+            raise hub_utils.HubConnectionError(f"{e}. The trained pipeline is saved in {output_dir}: upload it later "
+                                               "with its push_to_hub") from e
+        logger.info(f"uploaded {output_dir}'s pipeline to the Hub repo {hub_repo_id(args)}")
+
+
+def hub_repo_id(args: TrainingConfig) -> str:
+    return args.hub_model_id or Path(args.output_dir).resolve().name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -666,7 +731,6 @@ def resolve_resume(args, output_dir: Path, expected: dict) -> tuple[Path, dict] 
         found = sorted((int(m.group(1)), p) for p in (output_dir.iterdir() if output_dir.is_dir() else ())
                        if (m := CHECKPOINT_RE.match(p.name)))
         if not found:
-            print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}, starting a new run")
             return None
         path = found[-1][1]
         if not (path / CHECKPOINT_META).is_file():
@@ -681,8 +745,6 @@ def resolve_resume(args, output_dir: Path, expected: dict) -> tuple[Path, dict] 
     meta = hub_utils.read_json(path / CHECKPOINT_META, argname="--resume_from_checkpoint")
     if "checkpoint_format" in meta:
         verify_manifest(path, meta)
-    if meta.get("loss") != expected["loss"]:
-        print(f"note: resuming {path} with a different loss config: {meta.get('loss')} -> {expected['loss']}")
     for key in ("model_class", "model", "scheduler_class", "scheduler"):
         if meta.get(key) != expected[key]:
             theirs, ours = meta.get(key), expected[key]

@@ -542,6 +542,78 @@ def test_help_lists_every_flag_with_its_default(script, capsys):
     assert "(default: 0.0005)" in text and "(default: (0.01, 0.1, 0.5))" in text
 
 
+def test_report_to_a_tracker_that_is_not_installed_is_an_error_at_start(script, tmp_path):
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    base = ["--config", str(write_config(tmp_path)), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match="--report_to must be 'none' or Accelerate trackers.*got 'tensorbored'"):
+        script.main(base + ["--report_to", "tensorbored"])
+    missing = [n for n in LoggerType.list() if n != "all" and LoggerType(n) not in get_available_trackers()]
+    if not missing:
+        pytest.skip("every Accelerate tracker is installed")
+    with pytest.raises(ValueError, match=f"--report_to {missing[0]}: the tracker's package is not installed"):
+        script.main(base + ["--report_to", missing[0]])
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """The Hub's API as seen by huggingface_hub.HfApi: a token with ``role``, repos created, folders uploaded."""
+    import huggingface_hub
+
+    hub = {"role": "write", "error": None, "upload_error": None, "created": [], "uploaded": []}
+
+    def whoami(self, *args, **kwargs):
+        if hub["error"] is not None:
+            raise hub["error"]
+        return {"name": "someone", "auth": {"accessToken": {"role": hub["role"]}}}
+
+    def create_repo(self, repo_id, **kwargs):
+        hub["created"].append(repo_id)
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        if hub["upload_error"] is not None:
+            raise hub["upload_error"]
+        hub["uploaded"].append((repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    for name, fn in (("whoami", whoami), ("create_repo", create_repo), ("upload_folder", upload_folder)):
+        monkeypatch.setattr(huggingface_hub.HfApi, name, fn)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    return hub
+
+
+def test_push_to_hub_checks_the_token_and_the_repo_before_training(script, tmp_path, fake_hub):
+    from huggingface_hub.errors import LocalTokenNotFoundError
+
+    from ncml.hub_utils import HubConnectionError
+
+    out = tmp_path / "o"
+    argv = ["--config", str(write_config(tmp_path)), "--output_dir", str(out), "--max_train_steps", "1",
+            "--push_to_hub", "--hub_model_id", "someone/tiny"]
+    fake_hub["error"] = ConnectionError("Failed to resolve 'huggingface.co'")
+    with pytest.raises(HubConnectionError, match="could not be reached to check repo 'someone/tiny'.*nothing was"):
+        script.main(argv)
+    fake_hub["error"] = LocalTokenNotFoundError("no token")
+    with pytest.raises(ValueError, match="--push_to_hub: no Hugging Face token.*'someone/tiny'"):
+        script.main(argv)
+    fake_hub["error"], fake_hub["role"] = None, "read"
+    with pytest.raises(ValueError, match="--push_to_hub: the Hugging Face token is read-only"):
+        script.main(argv)
+    assert not out.exists() and not fake_hub["created"]  # refused before anything started
+    fake_hub["role"] = "write"
+    script.main(argv)
+    assert fake_hub["created"][0] == "someone/tiny"
+    repo_id, files = fake_hub["uploaded"][-1]
+    assert repo_id == "someone/tiny"
+    assert {"model_index.json", "backbone", "scheduler", "sampling_config.json", "README.md"} <= set(files)
+    assert not any(name.startswith("checkpoint") or name == "logs" for name in files)
+    # the network fails at the end: one message that says where the trained pipeline is
+    fake_hub["upload_error"] = ConnectionError("Connection reset by peer")
+    with pytest.raises(HubConnectionError, match=f"'someone/tiny'.*saved in {re.escape(str(out))}: upload it later"):
+        script.main(argv)
+
+
 def test_bad_flags(script, tmp_path):
     config = write_config(tmp_path)
     base = ["--config", str(config), "--output_dir", str(tmp_path / "o")]
