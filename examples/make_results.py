@@ -584,7 +584,7 @@ class Results:
                    fmt(v["delta_logp_pi1"]["0"], 2), fd(v["plain_ar"])]
             for t in t_starts:
                 tp = v.get("two_part", {}).get(t)
-                best = min(tp["refined"].values(), key=lambda e: e["fd"]) if tp else None
+                best = min(tp["refined"].values(), key=lambda e: e["fd"]) if tp and tp["refined"] else None
                 row += [fmt(v["delta_logp_pi1"][t], 3) if t in v["delta_logp_pi1"] else "—",
                         fd(tp["unrefined"]) if tp else "—"] + ([fd(best)] if t in refined_at else [])
             rows.append(row)
