@@ -103,8 +103,10 @@ class LogisticMixture:
                 return _discretized_logistic_log_mass(xk, means, self.log_scales, self.num_bits)
             return _logistic_log_pdf(xk, means, self.log_scales)
         discrete = _as_batch_mask(discrete, x.shape[0], x.device).view(-1, *[1] * (xk.ndim - 1))
-        mass = _discretized_logistic_log_mass(torch.where(discrete, xk, -1.0), means, self.log_scales, self.num_bits)
-        return torch.where(discrete, mass, _logistic_log_pdf(xk, means, self.log_scales))
+        inv_s = torch.exp(-self.log_scales)  # shared by both branches
+        mass = _discretized_logistic_log_mass(torch.where(discrete, xk, -1.0), means, self.log_scales, self.num_bits,
+                                              inv_s=inv_s)
+        return torch.where(discrete, mass, _logistic_log_pdf(xk, means, self.log_scales, inv_s=inv_s))
 
     # ---- likelihood ------------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
@@ -115,6 +117,8 @@ class LogisticMixture:
         """
         log_pi = F.log_softmax(self.logits, dim=1)  # (B, M, *S)
         comp = self.component_log_probs(x, discrete)  # (B, C, M, *S)
+        if self.num_channels == 1:  # the general case with C = 1, without its identity cumsum and zero prefix
+            return torch.logsumexp(log_pi.unsqueeze(1) + comp, dim=2)
         joint = log_pi.unsqueeze(1) + comp.cumsum(dim=1)  # log π_k + Σ_{c' ≤ c} ℓ_c',k
         log_prefix = torch.logsumexp(joint, dim=2)  # log p(x_≤c), (B, C, *S)
         previous = torch.cat([torch.zeros_like(log_prefix[:, :1]), log_prefix[:, :-1]], dim=1)
@@ -161,24 +165,27 @@ class LogisticMixture:
 
 
 # ---- elementwise log-likelihoods --------------------------------------------------------------------
-def _logistic_log_pdf(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """``log L(x; μ, s) = −u − log s − 2·softplus(−u)``, ``u = (x − μ)/s`` (symmetric, overflow-free)."""
-    u = (x - mean) * torch.exp(-log_scale)
+def _logistic_log_pdf(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, *,
+                      inv_s: torch.Tensor | None = None) -> torch.Tensor:
+    """``log L(x; μ, s) = −u − log s − 2·softplus(−u)``, ``u = (x − μ)/s`` (symmetric, overflow-free); ``inv_s``
+    is ``exp(−log_scale)`` where the caller has it already."""
+    u = (x - mean) * (torch.exp(-log_scale) if inv_s is None else inv_s)
     return -u - log_scale - 2 * F.softplus(-u)
 
 
-def _discretized_logistic_log_mass(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
-                                   num_bits: int) -> torch.Tensor:
+def _discretized_logistic_log_mass(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_bits: int, *,
+                                   inv_s: torch.Tensor | None = None) -> torch.Tensor:
     """``log P(bin of x)`` for a logistic, bins ``[x − Δ/2, x + Δ/2]`` with open edge bins at ±1 (``x`` on the grid).
 
     Interior bins use ``log(σ(a) − σ(b)) = logσ(a) + logσ(−b) + log(−expm1(−(a − b)))`` (exact, no cancellation),
     ``a, b = (x ± Δ/2 − μ)/s``. Should ``−expm1`` underflow (a bin tiny against the scale), its log is replaced by
     ``log(a − b) = log Δ − log s``, which it equals to full precision there (the density at the centre times ``Δ``).
-    Both candidates are finite, so selecting with ``where`` is gradient-safe here.
+    Both candidates are finite, so selecting with ``where`` is gradient-safe here. ``inv_s`` as in
+    :func:`_logistic_log_pdf`.
     """
     levels = 2**num_bits - 1
     delta = 2.0 / levels
-    inv_s = torch.exp(-log_scale)
+    inv_s = torch.exp(-log_scale) if inv_s is None else inv_s
     centered = x - mean
     a = inv_s * (centered + delta / 2)  # upper edge, standardised
     b = inv_s * (centered - delta / 2)  # lower edge
