@@ -37,7 +37,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
-from .ncpn_cache import NCPNCache
+from .ncpn_cache import Canvas, FeatureMap, NCPNCache, half, rows_nchw, window
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,16 @@ class GatedResnet(nn.Module):
         value, gate = c.chunk(2, dim=1)
         return x + value * torch.sigmoid(gate)
 
+    def rows(self, source: FeatureMap, skip: FeatureMap | None, h: torch.Tensor) -> _ResnetRows:
+        """This block in the ``u`` stream (down-shifted 2×3 convolutions), one whole row per step."""
+        return _ResnetRows(self, source, skip, h)
+
+    def positions(self, source: FeatureMap, skips: list[FeatureMap], h: torch.Tensor,
+                  attention: _AttentionPositions | None) -> _ResnetPositions:
+        """This block in the ``ul`` stream (down-right-shifted 2×2 convolutions), followed by ``attention``, one
+        position per step."""
+        return _ResnetPositions(self, source, skips, h, attention)
+
 
 class CausalAxialAttention(nn.Module):
     """Row attention (keys ``j' ≤ j``) then column attention (keys ``i' ≤ i``), each a residual block.
@@ -230,6 +240,10 @@ class CausalAxialAttention(nn.Module):
         cols = x.permute(0, 2, 1, 3).reshape(b * w, h, c)  # (B·W, H, C)
         x = self._attend(cols, 1).reshape(b, w, h, c)
         return x.permute(0, 3, 2, 1).contiguous()  # (B, C, H, W)
+
+    def positions(self, height: int, width: int, like: torch.Tensor) -> _AttentionPositions:
+        """This block one position per step, on a ``height × width`` map, with key/value caches."""
+        return _AttentionPositions(self, height, width, like)
 
 
 # ---- the model --------------------------------------------------------------------------------------
@@ -288,31 +302,36 @@ class NCPNModel(ARBackbone):
 
     def network(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Mixture parameters ``(B, P, H, W)``: those at ``(i, j)`` depend only on pixels before ``(i, j)``."""
-        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-        u = self.u_init(x)
-        ul = self.ul_init_down(x) + self.ul_init_right(x)
+        return self._walk(x, _WholeMaps(h))
+
+    def incremental_steps(self, canvas: Canvas, h: torch.Tensor) -> _Steps:
+        """The network as steps of one row (``u`` stream) or one position (``ul`` stream), in its order, reading
+        ``canvas`` (:class:`~ncml.models.ncpn_cache.NCPNCache` runs them); ``h`` as in ``network``."""
+        return self._walk(canvas, _IncrementalSteps(h))
+
+    def _walk(self, x, evaluate):
+        """The topology of the network, written once; ``evaluate`` computes each of its steps, on whole maps
+        (:class:`_WholeMaps`, the teacher-forced pass) or one row / position at a time (:class:`_IncrementalSteps`,
+        the sampling cache)."""
+        u, ul = evaluate.input(self.u_init, self.ul_init_down, self.ul_init_right, x)
         us, uls = [u], [ul]
         for stage in range(3):  # up pass: H → ⌈H/2⌉ → ⌈H/4⌉
             for res_u, res_ul, attn in zip(self.up_u[stage], self.up_ul[stage], self.up_attn[stage]):
-                u = res_u(u, h)
-                ul = attn(res_ul(ul, h, a=u))
+                u, ul = evaluate.resnets(res_u, res_ul, attn, u, ul)
                 us.append(u)
                 uls.append(ul)
             if stage < 2:
-                u, ul = self.downsize_u[stage](u), self.downsize_ul[stage](ul)
+                u, ul = evaluate.downsize(self.downsize_u[stage], self.downsize_ul[stage], u, ul)
                 us.append(u)
                 uls.append(ul)
         u, ul = us.pop(), uls.pop()
         for stage in range(3):  # down pass back to H, with skip connections from the up pass
             for res_u, res_ul, attn in zip(self.down_u[stage], self.down_ul[stage], self.down_attn[stage]):
-                u = res_u(u, h, a=us.pop())
-                ul = attn(res_ul(ul, h, a=torch.cat([u, uls.pop()], dim=1)))
-            if stage < 2:  # crop odd sizes back (downsampling rounds up); cropping bottom/right keeps causality
-                height, width = us[-1].shape[2:]
-                u = self.upsize_u[stage](u)[:, :, :height, :width]
-                ul = self.upsize_ul[stage](ul)[:, :, :height, :width]
+                u, ul = evaluate.resnets(res_u, res_ul, attn, u, ul, skip_u=us.pop(), skip_ul=uls.pop())
+            if stage < 2:  # to the size of the up pass at that resolution (downsampling rounds up)
+                u, ul = evaluate.upsize(self.upsize_u[stage], self.upsize_ul[stage], u, ul, like=us[-1])
         assert not us and not uls
-        return self.head(F.elu(ul))
+        return evaluate.head(self.head, ul)
 
     # ---- sampling -----------------------------------------------------------------------------
     def _sample_cached(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
@@ -331,3 +350,295 @@ class NCPNModel(ARBackbone):
                     cache.set_pixel(i, j, x[:, :, i, j])
                     if (i, j) == last:
                         return
+
+
+# ---- the two evaluations of the topology (NCPNModel._walk) -------------------------------------------------------
+class _WholeMaps:
+    """Every step on whole ``(B, C, H, W)`` maps: the teacher-forced network."""
+
+    def __init__(self, h: torch.Tensor):
+        self.h = h
+
+    def input(self, conv_u, conv_ul_down, conv_ul_right, x: torch.Tensor):
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # + a channel of ones, so zero padding differs from data
+        return conv_u(x), conv_ul_down(x) + conv_ul_right(x)
+
+    def resnets(self, res_u, res_ul, attention, u, ul, *, skip_u=None, skip_ul=None):
+        u = res_u(u, self.h, a=skip_u)
+        return u, attention(res_ul(ul, self.h, a=u if skip_ul is None else torch.cat([u, skip_ul], dim=1)))
+
+    def downsize(self, conv_u, conv_ul, u, ul):
+        return conv_u(u), conv_ul(ul)
+
+    def upsize(self, deconv_u, deconv_ul, u, ul, *, like):
+        height, width = like.shape[2:]  # cropping bottom/right keeps causality
+        return deconv_u(u)[:, :, :height, :width], deconv_ul(ul)[:, :, :height, :width]
+
+    def head(self, head, ul):
+        return head(F.elu(ul))
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """``NCPNModel.incremental_steps``: an :class:`~ncml.models.ncpn_cache.IncrementalNetwork`."""
+
+    rows: list  # (level, step(r)): the u stream, one row per step
+    positions: list  # (level, step(r, c)): the ul stream, one position per step
+    head: _HeadPositions  # head(c) -> (B, P)
+
+
+class _IncrementalSteps:
+    """Every step as the incremental form of its layers, on :class:`~ncml.models.ncpn_cache.FeatureMap` s."""
+
+    def __init__(self, h: torch.Tensor):
+        self.h = h
+        self.rows, self.positions = [], []
+
+    def _add(self, row_step, position_step, level: int) -> tuple[FeatureMap, FeatureMap]:
+        self.rows.append((level, row_step.row))
+        self.positions.append((level, position_step.at))
+        return row_step.out, position_step.out
+
+    def input(self, conv_u, conv_ul_down, conv_ul_right, canvas: Canvas):
+        return self._add(_InputRows(conv_u, canvas, self.h), _InputPositions(conv_ul_down, conv_ul_right, canvas,
+                                                                              self.h), canvas.level)
+
+    def resnets(self, res_u, res_ul, attention, u, ul, *, skip_u=None, skip_ul=None):
+        rows = res_u.rows(u, skip_u, self.h)
+        attention = None if isinstance(attention, nn.Identity) else attention.positions(ul.height, ul.width, self.h)
+        skips = [rows.out] if skip_ul is None else [rows.out, skip_ul]
+        return self._add(rows, res_ul.positions(ul, skips, self.h, attention), u.level)
+
+    def downsize(self, conv_u, conv_ul, u, ul):
+        return self._add(_DownsizeRows(conv_u, u, self.h), _DownsizePositions(conv_ul, ul, self.h), u.level + 1)
+
+    def upsize(self, deconv_u, deconv_ul, u, ul, *, like):
+        return self._add(_UpsizeRows(deconv_u, u, like, self.h), _UpsizePositions(deconv_ul, ul, like, self.h),
+                         like.level)
+
+    def head(self, head, ul) -> _Steps:
+        return _Steps(self.rows, self.positions, _HeadPositions(head, ul))
+
+
+# ---- incremental forms of the layers (for NCPNCache; dropout is not applied, as in eval()) ------------------------
+def _frozen(module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight-normalised ``(weight, bias)`` of a shifted (de)convolution or ``nin``, evaluated once."""
+    layer = next(getattr(module, name) for name in ("conv", "deconv", "linear") if hasattr(module, name))
+    return layer.weight.detach(), layer.bias.detach()
+
+
+def _conv_row(out: torch.Tensor) -> torch.Tensor:
+    """A one-row ``conv2d`` output ``(B, C, 1, W)`` as ``(B, W, C)``."""
+    return out[:, :, 0].transpose(1, 2)
+
+
+def _flat(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight ``(C_out, C_in, kh, kw)`` as a matrix ``(C_out, kh·kw·C_in)`` matching channels-last windows."""
+    return weight.permute(0, 2, 3, 1).flatten(1)
+
+
+class _InputRows:
+    """``u_init``: down-shifted 2×3 conv of the input, so row ``i`` reads image rows ``i − 2, i − 1`` (row 0: zero)."""
+
+    def __init__(self, module: DownShiftedConv2d, canvas: Canvas, like: torch.Tensor):
+        self.weight, self.bias = _frozen(module)
+        self.pixels = canvas.pixels
+        self.out = FeatureMap(like, self.weight.shape[0], canvas.height, canvas.width, level=canvas.level)
+
+    def row(self, r: int) -> None:
+        if r == 0:
+            return  # the down-shift's zero row; the map is zero-initialised
+        rows = rows_nchw(self.pixels[:, r - 1:r + 1])  # data rows r − 2, r − 1 (the canvas is padded on top)
+        self.out.set_row(r, _conv_row(F.conv2d(rows, self.weight, self.bias)))
+
+
+class _InputPositions:
+    """``ul_init_down`` (1×3 over row ``i − 1``) + ``ul_init_right`` (2×1 over rows ``i − 1, i``, column ``j − 1``)."""
+
+    def __init__(self, down: DownShiftedConv2d, right: DownRightShiftedConv2d, canvas: Canvas, like: torch.Tensor):
+        w_down, self.b_down = _frozen(down)
+        w_right, self.b_right = _frozen(right)
+        self.w_down, self.w_right = _flat(w_down), _flat(w_right)
+        self.pixels = canvas.pixels
+        self.out = FeatureMap(like, w_down.shape[0], canvas.height, canvas.width, level=canvas.level)
+
+    def at(self, r: int, c: int) -> None:
+        px = self.pixels
+        value = torch.zeros_like(self.b_down).expand(px.shape[0], -1)  # both shifts give zeros at (0, 0)
+        if r > 0:  # down-shift: row 0 is zero
+            value = F.linear(px[:, r, c:c + 3].reshape(px.shape[0], -1), self.w_down, self.b_down)
+        if c > 0:  # right-shift: column 0 is zero
+            value = value + F.linear(px[:, r:r + 2, c].reshape(px.shape[0], -1), self.w_right, self.b_right)
+        self.out.set_at(r, c, value)
+
+
+class _DownsizeRows:
+    """Stride-2 2×3 conv: level-``l`` row ``r`` reads level-``l − 1`` rows ``2r − 1, 2r`` (no ``concat_elu``)."""
+
+    def __init__(self, module: DownShiftedConv2d, source: FeatureMap, like: torch.Tensor):
+        self.weight, self.bias = _frozen(module)
+        self.source = source
+        self.out = FeatureMap(like, self.weight.shape[0], half(source.height), half(source.width),
+                              level=source.level + 1)
+
+    def row(self, r: int) -> None:
+        assert self.source.row == 2 * r
+        rows = rows_nchw(self.source.raw)  # data rows 2r − 1, 2r; all padded columns
+        self.out.set_row(r, _conv_row(F.conv2d(rows, self.weight, self.bias, stride=(1, 2))))
+
+
+class _DownsizePositions:
+    """Stride-2 2×2 conv: level-``l`` ``(r, c)`` reads level ``l − 1`` at rows ``2r − 1, 2r``, cols ``2c − 1, 2c``."""
+
+    def __init__(self, module: DownRightShiftedConv2d, source: FeatureMap, like: torch.Tensor):
+        weight, self.bias = _frozen(module)
+        self.weight = _flat(weight)
+        self.source = source
+        self.out = FeatureMap(like, weight.shape[0], half(source.height), half(source.width), level=source.level + 1)
+
+    def at(self, r: int, c: int) -> None:
+        assert self.source.row == 2 * r
+        self.out.set_at(r, c, F.linear(window(self.source.raw, 2 * c), self.weight, self.bias))
+
+
+class _UpsizeRows:
+    """Stride-2 transposed 2×3 conv to the size of ``like``: level-``l`` row ``r`` reads level ``l+1`` row ``⌊r/2⌋``
+    (kernel row ``r % 2``)."""
+
+    def __init__(self, module: DownShiftedDeconv2d, source: FeatureMap, like_map: FeatureMap, like: torch.Tensor):
+        self.weight, self.bias = _frozen(module)
+        self.source = source
+        self.out = FeatureMap(like, self.weight.shape[1], like_map.height, like_map.width, level=like_map.level)
+
+    def row(self, r: int) -> None:
+        assert self.source.row == r // 2
+        low = self.source.raw_row().transpose(1, 2)[:, :, None]  # (B, C, 1, W_{l+1})
+        up = F.conv_transpose2d(low, self.weight, self.bias, stride=2)  # (B, C, 2, 2 W_{l+1} + 1)
+        # the module crops one column on each side, then the network crops odd sizes on the right
+        self.out.set_row(r, up[:, :, r % 2, 1:self.out.width + 1].transpose(1, 2))
+
+
+class _UpsizePositions:
+    """Stride-2 transposed 2×2 conv to the size of ``like``: level-``l`` ``(r, c)`` reads level ``l + 1`` at
+    ``(⌊r/2⌋, ⌊c/2⌋)`` only: it is ``W[:, :, r % 2, c % 2]ᵀ`` times that vector, plus the bias."""
+
+    def __init__(self, module: DownRightShiftedDeconv2d, source: FeatureMap, like_map: FeatureMap,
+                 like: torch.Tensor):
+        weight, self.bias = _frozen(module)  # (C_in, C_out, 2, 2)
+        self.taps = [[weight[:, :, a, b].t().contiguous() for b in range(2)] for a in range(2)]
+        self.source = source
+        self.out = FeatureMap(like, weight.shape[1], like_map.height, like_map.width, level=like_map.level)
+
+    def at(self, r: int, c: int) -> None:
+        assert self.source.row == r // 2
+        low = self.source.raw[:, 1, c // 2 + 1]
+        self.out.set_at(r, c, F.linear(low, self.taps[r % 2][c % 2], self.bias))
+
+
+class _ResnetRows:
+    """:meth:`GatedResnet.rows`: the block in the ``u`` stream, one row at a time (see ``GatedResnet``)."""
+
+    def __init__(self, module: GatedResnet, source: FeatureMap, skip: FeatureMap | None, h: torch.Tensor):
+        self.w_in, self.b_in = _frozen(module.conv_input)
+        self.w_out, b_out = _frozen(module.conv_out)
+        self.bias_out = (b_out + module.embedding_proj(h))[:, None, :]  # (B, 1, 2F): conv bias + W·h, once
+        self.skip = skip
+        if skip is not None:
+            self.w_nin, b_nin = _frozen(module.nin_skip)
+            self.b_in = self.b_in + b_nin
+        self.source = source
+        filters = self.w_in.shape[0]
+        self.hidden = FeatureMap(h, filters, source.height, source.width, level=source.level, keep_raw=False)
+        self.out = FeatureMap(h, filters, source.height, source.width, level=source.level)
+
+    def row(self, r: int) -> None:
+        c = _conv_row(F.conv2d(rows_nchw(self.source.elu), self.w_in, self.b_in))  # (B, W, F)
+        if self.skip is not None:
+            c = c + F.linear(self.skip.elu[:, 1, 1:self.skip.width + 1], self.w_nin)
+        self.hidden.set_row(r, c)
+        c = _conv_row(F.conv2d(rows_nchw(self.hidden.elu), self.w_out)) + self.bias_out  # (B, W, 2F)
+        value, gate = c.chunk(2, dim=-1)
+        self.out.set_row(r, torch.addcmul(self.source.raw_row(), value, torch.sigmoid(gate)))
+
+
+class _ResnetPositions:
+    """:meth:`GatedResnet.positions`: the block in the ``ul`` stream and its attention, one position at a time.
+
+    ``conv_input`` over the 2×2 window and the ``nin`` skip over ``concat_elu(cat(skips))`` at the position are one
+    matrix product: the window and the skips' stored ``concat_elu`` vectors are concatenated, and the ``nin``
+    columns permuted to match (``concat_elu(cat(a, b)) = [a⁺, b⁺, a⁻, b⁻]``; the maps store ``[a⁺, a⁻]``, ``[b⁺, b⁻]``).
+    """
+
+    def __init__(self, module: GatedResnet, source: FeatureMap, skips: list[FeatureMap], h: torch.Tensor,
+                 attention: _AttentionPositions | None):
+        w_in, b_in = _frozen(module.conv_input)
+        w_nin, b_nin = _frozen(module.nin_skip)
+        total = w_nin.shape[1] // 2
+        order, offset = [], 0
+        for skip in skips:
+            channels = skip.elu.shape[-1] // 2
+            order += list(range(offset, offset + channels)) + list(range(total + offset, total + offset + channels))
+            offset += channels
+        assert offset == total, "the ul skips do not match nin_skip"
+        self.w_in = torch.cat([_flat(w_in), w_nin[:, order]], dim=1)
+        self.b_in = b_in + b_nin
+        w_out, b_out = _frozen(module.conv_out)
+        self.w_out_t = _flat(w_out).t()
+        self.bias_out = b_out + module.embedding_proj(h)  # (B, 2F): conv bias + W·h, once per sampling call
+        self.source, self.skips, self.attention = source, skips, attention
+        filters = w_in.shape[0]
+        self.hidden = FeatureMap(h, filters, source.height, source.width, level=source.level, keep_raw=False)
+        self.out = FeatureMap(h, filters, source.height, source.width, level=source.level)
+
+    def at(self, r: int, c: int) -> None:
+        inputs = [window(self.source.elu, c)] + [s.elu[:, 1, c + 1] for s in self.skips]
+        self.hidden.set_at(r, c, F.linear(torch.cat(inputs, dim=1), self.w_in, self.b_in))
+        out = torch.addmm(self.bias_out, window(self.hidden.elu, c), self.w_out_t)  # (B, 2F)
+        value, gate = out.chunk(2, dim=1)
+        out = torch.addcmul(self.source.raw[:, 1, c + 1], value, torch.sigmoid(gate))
+        if self.attention is not None:
+            out = self.attention(out, r, c)
+        self.out.set_at(r, c, out)
+
+
+class _AttentionPositions:
+    """:meth:`CausalAxialAttention.positions`: causal axial attention at one position, with key/value caches.
+
+    Row attention at ``(r, c)`` attends to the keys of ``(r, c' ≤ c)`` (the current row's cache, overwritten row by
+    row); column attention to those of ``(r' ≤ r, c)`` (one cache per column). Its LayerNorm is per position.
+    """
+
+    def __init__(self, module: CausalAxialAttention, height: int, width: int, like: torch.Tensor):
+        self.heads = module.heads
+        self.norms = [(n.weight.detach(), n.bias.detach(), n.eps) for n in module.norms]
+        self.qkv = [(lin.weight.detach(), lin.bias.detach()) for lin in module.qkv]
+        self.out = [(lin.weight.detach(), lin.bias.detach()) for lin in module.out]
+        batch, channels = like.shape[0], self.qkv[0][0].shape[1]
+        d = channels // self.heads
+        self.row_kv = like.new_zeros(batch, 2, self.heads, width, d)  # keys/values of the current row
+        self.col_kv = like.new_zeros(batch, 2, self.heads, width, height, d)  # per column, all rows so far
+
+    def _attend(self, x: torch.Tensor, axis: int, kv: torch.Tensor, length: int) -> torch.Tensor:
+        batch, channels = x.shape
+        weight, bias, eps = self.norms[axis]
+        qkv = F.linear(F.layer_norm(x, (channels,), weight, bias, eps), *self.qkv[axis])  # (B, 3C)
+        q = qkv[:, :channels].reshape(batch, self.heads, 1, -1)
+        kv[..., length - 1, :] = qkv[:, channels:].reshape(batch, 2, self.heads, -1)
+        y = F.scaled_dot_product_attention(q, kv[:, 0, :, :length], kv[:, 1, :, :length])  # (B, heads, 1, d)
+        return (x + F.linear(y.reshape(batch, channels), *self.out[axis])) / math.sqrt(2.0)
+
+    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:
+        x = self._attend(x, 0, self.row_kv, c + 1)
+        return self._attend(x, 1, self.col_kv[:, :, :, c], r + 1)
+
+
+class _HeadPositions:
+    """The head at column ``c`` of the current full-resolution row: ``nin(elu(ul))`` ``(B, P)``."""
+
+    def __init__(self, module: NetworkInNetwork, final: FeatureMap):
+        self.weight, self.bias = _frozen(module)
+        self.final = final
+
+    def __call__(self, c: int) -> torch.Tensor:
+        return F.linear(F.elu(self.final.raw[:, 1, c + 1]), self.weight, self.bias)
+
