@@ -300,16 +300,19 @@ class Results:
         num = self.numbers["samples"] = {}
         rows = []
 
-        def add(key: str, name: str, images: np.ndarray, cost: list[str], extra: dict | None = None):
+        def add(key: str, name: str, images: np.ndarray, cost: list[str], extra: dict | None = None,
+                grid: bool = True):
             fd, sd = fd_bootstrap(classifier_features(images, classifier=self.classifier), feats_test, a.seed)
             probs = self.classify(images)
             conf = float((probs.max(1) >= 0.9).mean())
             num[key] = {"name": name, "fd": fd, "fd_bootstrap_std": sd, "confident": conf, "n": len(images),
                         "class_counts": np.bincount(probs.argmax(1), minlength=10).tolist(), **(extra or {})}
             rows.append([name, f"{fd:.2f} ± {sd:.2f}", f"{conf:.1%}", *cost])
-            path = self.fig_dir / f"samples_{key}.png"
-            make_grid(images[:64], nrow=8, scale=2).save(path)
-            return path
+            if grid:
+                path = self.fig_dir / f"samples_{key}.png"
+                make_grid(images[:64], nrow=8, scale=2).save(path)
+                return path
+            return None
 
         grids = [("real: MNIST-5k training digits (the floor)", add("real_train", f"real: {len(ref)} MNIST-5k "
                   "training digits (the floor)", ref, ["—"] * 4))]
@@ -317,7 +320,7 @@ class Results:
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(a.seed))
         noised = to_uint8(self.pipes["ncml"].scheduler.add_noise(x0, noise, two_part.t_start))
         add("real_noised", f"real: the same digits noised to t = {two_part.t_start:g} (the floor of an AR draw "
-            "there)", noised, ["—"] * 4)
+            "there)", noised, ["—"] * 4, grid=False)
         for model, setting in (("mle", PLAIN), ("ncml", PLAIN), ("ncml", two_part)):
             out = self.sample(model, setting, a.num_samples)
             n = a.num_samples
