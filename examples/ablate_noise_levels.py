@@ -36,7 +36,8 @@ import ncml
 from ncml import NCMLPipeline
 from ncml.configuration_utils import config_to_dict
 from ncml.data import load_dataset, to_model_space, to_uint8
-from ncml.evaluation import bits_per_dim, classifier_features, frechet_distance, make_grid, noise_robustness
+from ncml.evaluation import (bits_per_dim, classifier_features, frechet_distance_bootstrap, make_grid,
+                             noise_robustness)
 from ncml.pipelines.refinement import refine
 from ncml.pipelines.sampling_config import SamplingConfig
 
@@ -123,11 +124,9 @@ WINNER_REFINEMENTS = (Refinement(5, spacing="log"),
                       Refinement(1, correct_steps=0, denoise="tweedie"))  # the last: one Tweedie step, nothing else
 
 
-def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int, n: int = 50) -> tuple[float, float]:
-    """Fréchet distance of ``features`` to ``reference`` and its std over bootstrap resamples of ``features``."""
-    rng = np.random.default_rng(seed)
-    boots = [frechet_distance(features[rng.integers(0, len(features), len(features))], reference) for _ in range(n)]
-    return frechet_distance(features, reference), float(np.std(boots))
+def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int) -> tuple[float, float]:
+    """Fréchet distance of ``features`` to ``reference`` ± the std over 50 bootstrap resamples of ``features``."""
+    return frechet_distance_bootstrap(features, reference, num_resamples=50, seed=seed)
 
 
 class Evaluator:

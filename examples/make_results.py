@@ -42,7 +42,8 @@ from ncml.pipelines.refinement import refine
 from ncml.pipelines.sampling_config import SamplingConfig
 from ncml.data import to_uint8
 from ncml.evaluation import (auroc, bits_per_dim, classifier_features, classifier_metrics, default_times,
-                             frechet_distance, load_digit_classifier, make_grid, noise_robustness, plot_robustness)
+                             frechet_distance, frechet_distance_bootstrap, load_digit_classifier, make_grid,
+                             noise_robustness, plot_robustness)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"ncml": "ncpn-mnist5k-vp", "mle": "ncpn-mnist5k-mle"}
@@ -111,12 +112,9 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int, n: int = 50) -> tuple[float, float]:
-    """Fréchet distance of ``features`` to ``reference`` and its bootstrap std over resampled ``features``."""
-    rng = np.random.default_rng(seed)
-    boots = [frechet_distance(features[rng.integers(0, len(features), len(features))], reference)
-             for _ in range(n)]
-    return frechet_distance(features, reference), float(np.std(boots))
+def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int) -> tuple[float, float]:
+    """Fréchet distance of ``features`` to ``reference`` ± the std over 50 bootstrap resamples of ``features``."""
+    return frechet_distance_bootstrap(features, reference, num_resamples=50, seed=seed)
 
 
 def completion_sentence(c: dict) -> str:

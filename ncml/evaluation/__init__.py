@@ -3,8 +3,8 @@ out-of-distribution AUROC, and Fréchet distances for sample quality. Figures ne
 """
 
 from .fid import (DigitClassifier, DigitClassifierConfig, classifier_features, classifier_metrics,
-                  feature_statistics, frechet_distance, frechet_distance_from_statistics, inception_features,
-                  load_digit_classifier)
+                  feature_statistics, frechet_distance, frechet_distance_bootstrap, frechet_distance_from_statistics,
+                  inception_features, load_digit_classifier)
 from .likelihood import BitsPerDim, bits_per_dim, bits_per_dim_from_log_prob
 from .ood import OODResult, auroc, ood_auroc
 from .reporting import format_table, make_grid, plot_bits_per_dim, plot_ood_histograms, plot_robustness
@@ -14,7 +14,7 @@ __all__ = [
     "bits_per_dim", "BitsPerDim", "bits_per_dim_from_log_prob",
     "lsb_flip", "noise_robustness", "RobustnessResult", "default_times",
     "auroc", "ood_auroc", "OODResult",
-    "frechet_distance", "frechet_distance_from_statistics", "feature_statistics",
+    "frechet_distance", "frechet_distance_bootstrap", "frechet_distance_from_statistics", "feature_statistics",
     "DigitClassifier", "DigitClassifierConfig", "load_digit_classifier", "classifier_features",
     "classifier_metrics", "inception_features",
     "make_grid", "format_table", "plot_robustness", "plot_bits_per_dim", "plot_ood_histograms",

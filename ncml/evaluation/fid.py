@@ -102,6 +102,19 @@ def frechet_distance(features_a, features_b) -> float:
     return frechet_distance_from_statistics(*feature_statistics(a), *feature_statistics(b))
 
 
+def frechet_distance_bootstrap(features_a, features_b, *, num_resamples: int = 50,
+                               seed: int = 0) -> tuple[float, float]:
+    """Fréchet distance of ``features_a`` to ``features_b`` and its std over ``num_resamples`` bootstrap
+    resamples of ``features_a`` (``features_b``, the reference set, held fixed): the spread a figure carries
+    from the finite sample of ``features_a``."""
+    if isinstance(num_resamples, bool) or not isinstance(num_resamples, int) or num_resamples < 2:
+        raise ValueError(f"num_resamples must be an int >= 2, got {num_resamples!r}")
+    a = _check_features(features_a, "features_a")
+    rng = np.random.default_rng(seed)
+    boots = [frechet_distance(a[rng.integers(0, len(a), len(a))], features_b) for _ in range(num_resamples)]
+    return frechet_distance(a, features_b), float(np.std(boots))
+
+
 # ---- the shipped digit classifier ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class DigitClassifierConfig:

@@ -126,3 +126,18 @@ def test_training_script_writes_a_loadable_classifier(tmp_path, capsys):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["epochs"] == 1
     assert model.config == load_digit_classifier().config
+
+
+def test_bootstrap_std_shrinks_with_the_sample_and_is_seeded():
+    from ncml.evaluation import frechet_distance_bootstrap
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(2000, 4))
+    small, large = rng.normal(size=(100, 4)), rng.normal(size=(1600, 4))
+    fd_small, sd_small = frechet_distance_bootstrap(small, reference, seed=1)
+    fd_large, sd_large = frechet_distance_bootstrap(large, reference, seed=1)
+    assert fd_small == frechet_distance(small, reference) and sd_small > 0
+    assert sd_large < sd_small / 2  # the std of a mean-like statistic falls roughly as 1/sqrt(N): 4× here
+    assert frechet_distance_bootstrap(small, reference, seed=1) == (fd_small, sd_small)
+    with pytest.raises(ValueError, match="num_resamples"):
+        frechet_distance_bootstrap(small, reference, num_resamples=1)
