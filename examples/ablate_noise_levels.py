@@ -124,11 +124,6 @@ WINNER_REFINEMENTS = (Refinement(5, spacing="log"),
                       Refinement(1, correct_steps=0, denoise="tweedie"))  # the last: one Tweedie step, nothing else
 
 
-def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int) -> tuple[float, float]:
-    """Fréchet distance of ``features`` to ``reference`` ± the std over 50 bootstrap resamples of ``features``."""
-    return frechet_distance_bootstrap(features, reference, num_resamples=50, seed=seed)
-
-
 class Evaluator:
     """Scores one trained variant on the validation digits; every draw is seeded, so reruns reproduce it."""
 
@@ -139,7 +134,7 @@ class Evaluator:
         self.n, self.bs, self.seed, self.num_likelihood = num_samples, batch_size, seed, num_likelihood
 
     def fd(self, images: np.ndarray) -> dict:
-        fd, sd = fd_bootstrap(classifier_features(images), self.reference_features, self.seed)
+        fd, sd = frechet_distance_bootstrap(classifier_features(images), self.reference_features, seed=self.seed)
         return {"fd": fd, "fd_std": sd, "n": len(images)}
 
     def draw(self, backbone, t: float) -> torch.Tensor:

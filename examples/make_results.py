@@ -112,11 +112,6 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def fd_bootstrap(features: np.ndarray, reference: np.ndarray, seed: int) -> tuple[float, float]:
-    """Fréchet distance of ``features`` to ``reference`` ± the std over 50 bootstrap resamples of ``features``."""
-    return frechet_distance_bootstrap(features, reference, num_resamples=50, seed=seed)
-
-
 def completion_sentence(c: dict) -> str:
     done = {k: v for k, v in c.items() if isinstance(v, dict)}
     best = max(done.values(), key=lambda v: v["accuracy"])
@@ -300,7 +295,8 @@ class Results:
 
         def add(key: str, name: str, images: np.ndarray, cost: list[str], extra: dict | None = None,
                 grid: bool = True):
-            fd, sd = fd_bootstrap(classifier_features(images, classifier=self.classifier), feats_test, a.seed)
+            fd, sd = frechet_distance_bootstrap(classifier_features(images, classifier=self.classifier), feats_test,
+                                                seed=a.seed)
             probs = self.classify(images)
             conf = float((probs.max(1) >= 0.9).mean())
             num[key] = {"name": name, "fd": fd, "fd_bootstrap_std": sd, "confident": conf, "n": len(images),

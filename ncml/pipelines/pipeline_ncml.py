@@ -9,7 +9,6 @@ The class-conditional and inpainting pipelines reuse :meth:`NCMLPipeline._genera
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import ClassVar
 

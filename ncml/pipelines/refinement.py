@@ -34,7 +34,10 @@ class RefinementOutput:
     nfe: int  # score evaluations (one forward + one backward pass of the backbone each)
 
 
-DENOISE_MODES = (True, False, "tweedie")
+def check_denoise(denoise, argname: str = "denoise") -> None:
+    """Raise unless ``denoise`` is ``True``, ``False`` or ``"tweedie"`` (the last steps :func:`refine` offers)."""
+    if not (isinstance(denoise, bool) or denoise == "tweedie"):
+        raise ValueError(f"{argname} must be True, False or 'tweedie', got {denoise!r}")
 
 
 def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_start: float,
@@ -59,8 +62,7 @@ def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_
         on_step_end: called after every predictor step; a returned tensor replaces the sample.
         progress_bar: ``progress_bar(iterable, total=..., desc=...)`` wrapping the time loop.
     """
-    if denoise not in DENOISE_MODES or not isinstance(denoise, (bool, str)):
-        raise ValueError(f"denoise must be True, False or 'tweedie', got {denoise!r}")
+    check_denoise(denoise)
     grid = scheduler.timesteps(num_inference_steps, t_start, spacing=spacing).tolist()  # float64, ends at 0.0
     nfe = 0
 

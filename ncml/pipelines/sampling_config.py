@@ -15,9 +15,10 @@ from pathlib import Path
 
 from .. import hub_utils
 from ..configuration_utils import config_from_dict, config_to_dict
+from ..schedulers.scheduling_utils import TIME_SPACINGS
+from .refinement import check_denoise
 
 SAMPLING_CONFIG_NAME = "sampling_config.json"
-SPACINGS = ("uniform", "log")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,9 @@ class SamplingConfig:
             raise ValueError(f"SamplingConfig.snr must be a finite number > 0, got {self.snr!r}")
         if not isinstance(self.probability_flow, bool):
             raise TypeError(f"SamplingConfig.probability_flow must be a bool, got {self.probability_flow!r}")
-        if not (isinstance(self.denoise, bool) or self.denoise == "tweedie"):
-            raise ValueError(f"SamplingConfig.denoise must be True, False or 'tweedie', got {self.denoise!r}")
-        if self.spacing not in SPACINGS:
-            raise ValueError(f"SamplingConfig.spacing must be one of {SPACINGS}, got {self.spacing!r}")
+        check_denoise(self.denoise, "SamplingConfig.denoise")
+        if self.spacing not in TIME_SPACINGS:
+            raise ValueError(f"SamplingConfig.spacing must be one of {TIME_SPACINGS}, got {self.spacing!r}")
 
     def replace(self, **changes) -> SamplingConfig:
         """A copy with ``changes`` applied (``None`` values are ignored: they mean "keep")."""
