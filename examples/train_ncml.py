@@ -132,7 +132,8 @@ class TrainingConfig:
     output_dir: str = flag("ncml-model", "checkpoints, samples, logs and the release pipeline")
     seed: int = flag(0, "initial weights, data order, noise draws and dropout")
     init_from: str | None = flag(None, "start from these weights: a pipeline folder or repo id (its backbone), "
-                                       "same model config")
+                                       "same model config, or an unconditional one for a class-conditional run "
+                                       "(the class embedding then starts at zero)")
     # the SDE and the loss: override the config's scheduler / loss sections
     sde: str | None = flag(None, "noising SDE (default: the config's, else vp)", choices=tuple(sorted(SDES)))
     t_max: float | None = flag(None, "T, the largest time trained on (the scheduler's t_max); default: the "
@@ -144,6 +145,9 @@ class TrainingConfig:
                                           choices=("uniform", "log_uniform"))
     t_min: float | None = flag(None, "lower end of the noisy times (> 0 for log_uniform)")
     num_noise_levels: int | None = flag(None, "a grid of K noise levels instead of U(0, T]", minimum=1)
+    label_dropout: float | None = flag(None, "class-conditional models with a null class: the share of labels "
+                                             "replaced by 'no label' (classifier-free guidance); default: the "
+                                             "config's loss section, else 0")
     # optimization
     max_train_steps: int = flag(1000, "optimizer steps", minimum=1)
     train_batch_size: int = flag(32, "examples per process per micro-batch", minimum=1)
@@ -323,7 +327,7 @@ def build_components(config: dict, args: TrainingConfig) -> tuple[ARBackbone, SD
     scheduler = from_section(sched_cls, sched_cfg, "scheduler", t_max=args.t_max)
     loss_fn = from_section(NCMLLoss, config.get("loss", {}), "loss", clean_fraction=args.clean_fraction,
                            noise_distribution=args.noise_distribution, t_min=args.t_min,
-                           num_noise_levels=args.num_noise_levels)
+                           num_noise_levels=args.num_noise_levels, label_dropout=args.label_dropout)
     if args.init_from is not None:
         init_weights(model, args.init_from)
     return model, scheduler, loss_fn
@@ -339,14 +343,23 @@ def from_section(cls, section: dict, name: str, **flags):
 
 
 def init_weights(model: ARBackbone, path_or_repo_id: str) -> None:
-    """Copy the backbone weights of a saved pipeline (or a backbone folder) into ``model``; configs must match."""
+    """Copy the backbone weights of a saved pipeline (or a backbone folder) into ``model``. Configs must match, except
+    that an unconditional source may start a class-conditional ``model``: its class embedding (the only new
+    parameter) starts at zero, so step 0 is the source model for every label."""
     folder = hub_utils.resolve_folder(path_or_repo_id)
     sub = "backbone" if (folder / "backbone").is_dir() else None
     source = type(model).from_pretrained(str(folder), subfolder=sub)
-    if config_to_dict(source.config) != config_to_dict(model.config):
+    ours, theirs = config_to_dict(model.config), config_to_dict(source.config)
+    add_classes = theirs["num_classes"] is None and ours["num_classes"] is not None
+    if add_classes:
+        theirs.update(num_classes=ours["num_classes"], null_class=ours["null_class"])
+    if theirs != ours:
         raise ValueError(f"--init_from {path_or_repo_id}: its backbone config {config_to_dict(source.config)} differs "
-                         f"from this run's {config_to_dict(model.config)}")
-    model.load_state_dict(source.state_dict())
+                         f"from this run's {ours}")
+    state = source.state_dict()
+    if add_classes:
+        state["embedding.class_embedding.weight"] = torch.zeros_like(model.embedding.class_embedding.weight)
+    model.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------------------------------------

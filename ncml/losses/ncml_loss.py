@@ -68,6 +68,7 @@ class NCMLLossConfig:
     noise_distribution: str = "uniform"  # law of the noisy times: "uniform" or "log_uniform" on (t_min, T]
     num_noise_levels: int | None = None  # None: continuous; K: the distribution's K-point grid (module docstring)
     t_min: float = 0.0  # lower end of the noisy times (exclusive for uniform); > 0 for log_uniform
+    label_dropout: float = 0.0  # class-conditional: P(an example's label is replaced by the backbone's null label)
 
     def __post_init__(self):
         cf = self.clean_fraction
@@ -83,6 +84,9 @@ class NCMLLossConfig:
             raise ValueError(f"t_min must be a finite number >= 0, got {tm!r}")
         if self.noise_distribution == "uniform" and k is not None and tm != 0:
             raise ValueError(f"t_min: the uniform grid is {{T/K, …, T}}; got t_min={tm} with num_noise_levels={k}")
+        ld = self.label_dropout
+        if isinstance(ld, bool) or not isinstance(ld, (int, float)) or not 0.0 <= ld < 1.0:
+            raise ValueError(f"label_dropout must be a number in [0, 1), got {ld!r}")
         if self.noise_distribution == "log_uniform" and not tm > 0:
             raise ValueError(f"t_min must be > 0 for noise_distribution='log_uniform' (log t_min is its lower end), "
                              f"got {tm!r}")
@@ -103,6 +107,10 @@ class NCMLLoss(ConfigMixin):
     where ``t = 0``, ``log pdf + log Δ`` where ``t > 0``; see ``ARBackbone``); the loss is its negative mean
     over dimensions and batch in bits/dim. ``generator`` (one, or a list of ``B`` for per-example draws
     independent of the batch layout) drives the draws of ``t`` and ``ε`` — never the global RNG.
+
+    Label dropout (``label_dropout = p > 0``, class-conditional backbones with ``config.null_class``): each
+    example's label is replaced by the null label with probability ``p`` (drawn from ``generator`` after ``t`` and
+    ``ε``), so the same network learns ``p_θ,t(x)`` beside ``p_θ,t(x | y)``, as classifier-free guidance does.
 
     A config component like the schedulers: ``NCMLLoss.from_config({"clean_fraction": 0.5})`` (unknown keys and
     wrong types raise), ``loss.config["t_min"]``, and ``save_pretrained`` / ``from_pretrained`` of
@@ -155,10 +163,25 @@ class NCMLLoss(ConfigMixin):
         noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # (B, C, H, W)
         # clean examples are x0 itself, bit for bit: their log-likelihood is a mass on the data grid
         x_t = torch.where(expand_as(t == 0, x0).bool(), x0, scheduler.add_noise(x0, noise, t))
+        backbone = model if hasattr(model, "check_inputs") else getattr(model, "module", model)
+        if self.config.label_dropout > 0:
+            class_labels = self.drop_labels(backbone, class_labels, batch_size, generator=generator, device=x0.device)
         # forward reads no values: clean rows on the grid, labels in range. DistributedDataParallel (multi-process
         # training) hides the backbone's methods behind .module; its forward is still the one to call (gradient sync)
-        backbone = model if hasattr(model, "check_inputs") else getattr(model, "module", model)
         backbone.check_inputs(x_t, t, class_labels)
         log_prob = model(x_t, t, class_labels).log_prob  # (B, C, H, W) nats
         nll_per_dim = bits_per_dim_from_log_prob(log_prob.float())  # (B,) bits/dim, float32 under autocast too
         return NCMLLossOutput(loss=nll_per_dim.mean(), nll_per_dim=nll_per_dim, t=t)
+
+    def drop_labels(self, backbone: ARBackbone, class_labels, batch_size: int, *, generator: Generator = None,
+                    device=None) -> torch.Tensor:
+        """``class_labels`` with each entry replaced by ``backbone.null_label`` with probability ``label_dropout``."""
+        null = backbone.null_label
+        if null is None:
+            raise ValueError(f"label_dropout={self.config.label_dropout} needs a class-conditional backbone with a "
+                             "null class (config.num_classes set and config.null_class=True)")
+        if class_labels is None:
+            raise ValueError("label_dropout needs class_labels (the labels to drop)")
+        labels = backbone.check_class_labels(class_labels, batch_size, device=device)
+        drop = rand((batch_size,), generator=generator, device=device, dtype=torch.float64) < self.config.label_dropout
+        return torch.where(drop, torch.full_like(labels, null), labels)

@@ -55,6 +55,7 @@ class ARTransformerConfig:
     num_classes: int | None = None  # None = unconditional
     fourier_scale: float = 1.0  # std of the Fourier frequencies applied to log t (≈ 1, not score-SDE's 16)
     embedding_dim: int = 128  # width of the (t, class) conditioning vector
+    null_class: bool = False  # class-conditional models only: label num_classes = "no label" (see ARBackbone)
 
     def __post_init__(self):
         check_backbone_config(self)
@@ -67,13 +68,13 @@ class ARTransformerConfig:
 
     @staticmethod
     def size_estimate(sample_size, in_channels, num_layers, hidden_size, num_heads, mlp_ratio, nr_logistic_mix,
-                      num_classes, embedding_dim) -> tuple[int, int]:
+                      num_classes, embedding_dim, null_class=False) -> tuple[int, int]:
         """``(parameters + buffers, activations per image)`` of ``ARTransformerModel(config)`` from the fields alone
         (ints); activations count the ``L × L`` attention weights of each head (the math attention kernel's)."""
         d, e, r, length = hidden_size, embedding_dim, mlp_ratio, sample_size**2
         adaln = 2 * d * (e + 1)
         block = 2 * adaln + 4 * d * (d + 1) + 2 * r * d * d + r * d + d
-        parameters = (e // 2 + 2 * e * (e + 1) + e + (num_classes or 0) * e  # conditioning embedding
+        parameters = (e // 2 + 2 * e * (e + 1) + e + ((num_classes or 0) + bool(null_class)) * e  # conditioning
                       + (in_channels + 2) * d + length * d  # input projection, start token, positions
                       + num_layers * block + adaln + (d + 1) * num_params(in_channels, nr_logistic_mix))
         return parameters, num_layers * length * ((12 + 3 * r) * d + 4 * length * num_heads)
@@ -172,7 +173,8 @@ class ARTransformerModel(ARBackbone):
         super().__init__(config)
         d, length = config.hidden_size, config.sample_size**2
         self.embedding = ConditioningEmbedding(config.embedding_dim, num_fourier_features=config.embedding_dim,
-                                               fourier_scale=config.fourier_scale, num_classes=config.num_classes)
+                                               fourier_scale=config.fourier_scale,
+                                               num_classes=config.num_classes, null_class=config.null_class)
         self.input_proj = nn.Linear(config.in_channels, d)  # the previous pixel's values → its token
         self.start_token = nn.Parameter(torch.randn(d) * 0.02)  # the token of pixel 0 (there is no previous pixel)
         self.position_embedding = nn.Parameter(torch.randn(length, d) * 0.02)

@@ -134,7 +134,8 @@ def check_int_field(config, name: str, lo: int, hi: int | None = None) -> None:
 
 def check_backbone_config(config) -> None:
     """Validate the fields every backbone config shares: sample_size, in_channels, num_bits, nr_logistic_mix,
-    embedding_dim (even), dropout in [0, 1), fourier_scale > 0, num_classes (None or >= 1)."""
+    embedding_dim (even), dropout in [0, 1), fourier_scale > 0, num_classes (None or >= 1), and null_class if the
+    config has it (a bool, True only with num_classes)."""
     name = type(config).__name__
     for field, lo, hi in (("sample_size", 1, None), ("num_bits", 1, 16), ("nr_logistic_mix", 1, None),
                           ("embedding_dim", 2, None)):
@@ -153,6 +154,12 @@ def check_backbone_config(config) -> None:
         raise ValueError(f"{name}.fourier_scale must be > 0, got {config.fourier_scale}")
     if config.num_classes is not None:
         check_int_field(config, "num_classes", 1)
+    null_class = getattr(config, "null_class", False)  # optional for custom backbones
+    if not isinstance(null_class, bool):
+        raise TypeError(f"{name}.null_class must be a bool, got {null_class!r}")
+    if null_class and config.num_classes is None:
+        raise ValueError(f"{name}.null_class=True needs num_classes (a null class is the 'no label' of a "
+                         "class-conditional model)")
 
 
 def sampling(sample_fn):
@@ -388,16 +395,30 @@ class ARBackbone(ModelMixin):
             raise ValueError(f"t must be finite and >= 0, got {t.tolist()}")
         return t
 
+    @property
+    def null_label(self) -> int | None:
+        """The label meaning "no label" (``num_classes``) of a model with ``config.null_class``, else ``None``.
+
+        Such a model was trained with label dropout (``NCMLLossConfig.label_dropout``): labels replaced by the null
+        label in a fraction of the examples, so one network models both ``p_θ,t(x | y)`` and ``p_θ,t(x)`` (the
+        latter with the null label, or ``class_labels=None``). Guidance combines the two.
+        """
+        return self.config.num_classes if getattr(self.config, "null_class", False) else None
+
     def label_tensor(self, class_labels, batch_size: int, *, device=None) -> torch.Tensor | None:
         """Labels as an int64 tensor ``(B,)`` (int or list accepted), or ``None`` for unconditional models; given iff
-        the model is class-conditional. Their values are not checked."""
+        the model is class-conditional, except that a model with a null class takes ``None`` as "no label" for every
+        image. Their values are not checked."""
         num_classes = self.config.num_classes
         if num_classes is None:
             if class_labels is not None:
                 raise ValueError("class_labels were given but the model is unconditional (config.num_classes=None)")
             return None
         if class_labels is None:
-            raise ValueError(f"class_labels are required: the model is class-conditional with {num_classes} classes")
+            if self.null_label is not None:
+                return torch.full((batch_size,), self.null_label, dtype=torch.long, device=device)
+            raise ValueError(f"class_labels are required: the model is class-conditional with {num_classes} classes "
+                             "(and no null class, so it has no unconditional mode)")
         if isinstance(class_labels, bool):
             raise TypeError("class_labels must be an int, a list of ints or an integer tensor, got bool")
         if isinstance(class_labels, int):
@@ -411,10 +432,14 @@ class ARBackbone(ModelMixin):
 
     def check_class_labels(self, class_labels, batch_size: int, *, device=None) -> torch.Tensor | None:
         """Labels as an int64 tensor ``(B,)`` (int or list accepted), or ``None`` for unconditional models.
-        Raises unless they lie in ``[0, num_classes)``."""
+        Raises unless they lie in ``[0, num_classes)``, or ``[0, num_classes]`` with a null class (the last one being
+        :attr:`null_label`)."""
         labels = self.label_tensor(class_labels, batch_size, device=device)
-        if labels is not None and ((labels < 0).any() or (labels >= self.config.num_classes).any()):
-            raise ValueError(f"class_labels must lie in [0, {self.config.num_classes - 1}], got {labels.tolist()}")
+        if labels is not None:
+            top = self.config.num_classes - (self.null_label is None)
+            if (labels < 0).any() or (labels > top).any():
+                null = f" ({top} = no label)" if self.null_label is not None else ""
+                raise ValueError(f"class_labels must lie in [0, {top}]{null}, got {labels.tolist()}")
         return labels
 
     def prepare_inputs(self, x: torch.Tensor, t, class_labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -38,17 +38,19 @@ class ConditioningEmbedding(nn.Module):
     """Embeds ``(t, class_label)`` into one vector ``(B, embedding_dim)``.
 
     ``t > 0``: ``MLP(Fourier(log t))``; ``t == 0``: a separate learned vector; plus a learned class embedding
-    when ``num_classes`` is set. The result is added (after a projection) inside every gated resnet.
+    when ``num_classes`` is set, with one more row (index ``num_classes``, "no label") when ``null_class``. The result
+    is added (after a projection) inside every gated resnet.
     """
 
     def __init__(self, embedding_dim: int, *, num_fourier_features: int, fourier_scale: float,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, null_class: bool = False):
         super().__init__()
         self.fourier = GaussianFourierProjection(num_fourier_features, fourier_scale)
         self.mlp = nn.Sequential(nn.Linear(num_fourier_features, embedding_dim), nn.SiLU(),
                                  nn.Linear(embedding_dim, embedding_dim))
         self.clean_embedding = nn.Parameter(torch.randn(embedding_dim) * 0.02)
-        self.class_embedding = nn.Embedding(num_classes, embedding_dim) if num_classes is not None else None
+        self.class_embedding = nn.Embedding(num_classes + int(null_class), embedding_dim) \
+            if num_classes is not None else None
 
     def forward(self, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """``t`` ``(B,)`` ≥ 0, ``class_labels`` ``(B,)`` int64 or ``None`` → ``(B, embedding_dim)``."""

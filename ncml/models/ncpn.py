@@ -53,6 +53,7 @@ class NCPNConfig:
     num_classes: int | None = None  # None = unconditional
     fourier_scale: float = 1.0  # std of the Fourier frequencies applied to log t (≈ 1, not score-SDE's 16)
     embedding_dim: int = 512  # width of the (t, class) embedding
+    null_class: bool = False  # class-conditional models only: label num_classes = "no label" (see ARBackbone)
 
     def __post_init__(self):
         check_backbone_config(self)
@@ -66,7 +67,7 @@ class NCPNConfig:
 
     @staticmethod
     def size_estimate(sample_size, in_channels, nr_resnet, nr_filters, nr_logistic_mix, attention_heads, num_classes,
-                      embedding_dim) -> tuple[int, int]:
+                      embedding_dim, null_class=False) -> tuple[int, int]:
         """``(parameters + buffers, activations per image)`` of ``NCPNModel(config)`` from the fields alone (ints)."""
         nf, nr, e = nr_filters, nr_resnet, embedding_dim
 
@@ -78,7 +79,7 @@ class NCPNConfig:
             return conv(2 * nf, nf, k) + skip_params + conv(2 * nf, 2 * nf, k) + 2 * nf * (e + 1)
 
         attention = 2 * (2 * nf + 4 * nf * nf + 4 * nf) if attention_heads else 0
-        parameters = (e // 2 + 2 * e * (e + 1) + e + (num_classes or 0) * e  # conditioning embedding
+        parameters = (e // 2 + 2 * e * (e + 1) + e + ((num_classes or 0) + bool(null_class)) * e  # conditioning
                       + sum(conv(in_channels + 1, nf, k) for k in (6, 3, 2))  # the three input convolutions
                       + 3 * nr * (resnet(6, 0) + resnet(4, nf) + attention)  # up pass
                       + (3 * nr + 2) * (resnet(6, nf) + resnet(4, 2 * nf) + attention)  # down pass
@@ -261,7 +262,8 @@ class NCPNModel(ARBackbone):
         nf, nr = config.nr_filters, config.nr_resnet
         cin = config.in_channels + 1  # + a channel of ones, so zero padding differs from data
         self.embedding = ConditioningEmbedding(config.embedding_dim, num_fourier_features=config.embedding_dim,
-                                               fourier_scale=config.fourier_scale, num_classes=config.num_classes)
+                                               fourier_scale=config.fourier_scale,
+                                               num_classes=config.num_classes, null_class=config.null_class)
 
         def resnet(conv_class, skip):
             return GatedResnet(nf, conv_class, skip_channels=skip, embedding_dim=config.embedding_dim,
