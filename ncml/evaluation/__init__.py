@@ -1,7 +1,9 @@
 """Evaluation of NCML models: likelihoods (bits/dim), the LSB sanity test and noise robustness (Δlog p),
-out-of-distribution AUROC, and Fréchet distances for sample quality. Figures need matplotlib (optional).
+out-of-distribution AUROC, the exact Bayes classifier of class-conditional models, and Fréchet distances for
+sample quality. Figures need matplotlib (optional).
 """
 
+from .classify import class_posterior, matched_time
 from .fid import (DigitClassifier, DigitClassifierConfig, classifier_features, classifier_metrics,
                   feature_statistics, frechet_distance, frechet_distance_bootstrap, frechet_distance_from_statistics,
                   inception_features, load_digit_classifier)
@@ -14,6 +16,7 @@ __all__ = [
     "bits_per_dim", "BitsPerDim", "bits_per_dim_from_log_prob",
     "lsb_flip", "noise_robustness", "RobustnessResult", "default_times",
     "auroc", "ood_auroc", "OODResult",
+    "class_posterior", "matched_time",
     "frechet_distance", "frechet_distance_bootstrap", "frechet_distance_from_statistics", "feature_statistics",
     "DigitClassifier", "DigitClassifierConfig", "load_digit_classifier", "classifier_features",
     "classifier_metrics", "inception_features",

@@ -227,7 +227,7 @@ class ARBackbone(ModelMixin):
     @sampling
     def sample(self, batch_size: int, t, class_labels=None, *, known: torch.Tensor | None = None,
                known_mask: torch.Tensor | None = None, generator: utils.Generator = None, use_cache: bool = True,
-               progress: bool = True) -> torch.Tensor:
+               progress: bool = True, guidance_scale: float = 0.0) -> torch.Tensor:
         """Draw ``x_t ~ p_θ,t`` ``(B, C, H, W)`` autoregressively in raster order (channels R→G→B).
 
         Args:
@@ -241,21 +241,41 @@ class ARBackbone(ModelMixin):
             use_cache: ``True``: the backbone's incremental loop (``_sample_cached``); ``False``: the reference
                 loop, one full forward pass per drawn position. Same generator → same samples (up to float rounding).
             progress: show a tqdm progress bar over the drawn positions.
+            guidance_scale: ``w >= 0``; ``0`` = off. Otherwise every channel is drawn from
+                ``p(x_c | x_<c, y)^(1+w) / p(x_c | x_<c)^w``, normalised (classifier-free guidance on the exact
+                conditionals; needs a model with a null class, see :attr:`null_label`, and real labels). Exact on the
+                data grid where ``t == 0``; at ``t > 0`` normalised numerically (:meth:`LogisticMixture.guided_sample`).
+                Each step then evaluates the network on the conditional and the unconditional batch together.
 
         Costs :meth:`num_sampling_evaluations` network evaluations. Runs under ``torch.no_grad()`` with dropout off
         (the module's train/eval mode is restored afterwards).
         """
         x, t, class_labels, known_mask = self.start_sampling(batch_size, t, class_labels, known, known_mask, generator)
+        w = self.check_guidance(guidance_scale, class_labels)
         positions = self.sampling_positions(known_mask)
         if not positions:
             return x
         clean = t == 0
         loop = self._sample_cached if use_cache else self._sample_naive
+        if w:  # one canvas for both halves: conditional rows, then the same images with the null label
+            canvas, loop_t = torch.cat([x, x]), torch.cat([t, t])
+            loop_labels = torch.cat([class_labels, torch.full_like(class_labels, self.null_label)])
+        else:
+            canvas, loop_t, loop_labels = x, t, class_labels
         drawn = 0
         with tqdm(total=len(positions), desc="AR sampling" + (" (cached)" if use_cache else ""),
                   disable=not progress, leave=False) as bar:
-            for (i, j), params in zip(positions, loop(x, t, class_labels, positions)):
-                x[:, :, i, j] = self._sample_position(params, clean, x[:, :, i, j], known_mask, (i, j), generator)
+            for (i, j), params in zip(positions, loop(canvas, loop_t, loop_labels, positions)):
+                if w:
+                    cond, uncond = params.chunk(2)
+                    mask_ij = None if known_mask is None else known_mask[:, :, i, j]
+                    value = self.mixture(cond).guided_sample(
+                        self.mixture(uncond), w, clean, known=x[:, :, i, j] if mask_ij is not None else None,
+                        known_mask=mask_ij, generator=generator)
+                    x[:, :, i, j] = value
+                    canvas[:, :, i, j] = torch.cat([value, value])
+                else:
+                    x[:, :, i, j] = self._sample_position(params, clean, x[:, :, i, j], known_mask, (i, j), generator)
                 drawn += 1
                 bar.update(1)
         if drawn != len(positions):
@@ -276,10 +296,42 @@ class ARBackbone(ModelMixin):
         fully_known = known_mask.bool().all(dim=1).all(dim=0).tolist()  # (H, W)
         return [(i, j) for i in range(height) for j in range(width) if not fully_known[i][j]]
 
-    def num_sampling_evaluations(self, known_mask: torch.Tensor | None = None) -> int:
+    def num_sampling_evaluations(self, known_mask: torch.Tensor | None = None, *, guided: bool = False) -> int:
         """Network evaluations ``sample`` makes with this ``known_mask``: one per drawn position (a full forward pass
-        in the reference loop, an incremental step with ``use_cache=True``); what pipelines report in ``nfe``."""
-        return len(self.sampling_positions(known_mask))
+        in the reference loop, an incremental step with ``use_cache=True``), two with guidance (the conditional and
+        the unconditional batch); what pipelines report in ``nfe``."""
+        return len(self.sampling_positions(known_mask)) * (2 if guided else 1)
+
+    def check_guidance(self, guidance_scale, class_labels: torch.Tensor | None) -> float:
+        """``guidance_scale`` as a float ``>= 0``; raises unless it is 0 or the model can be guided (a null class) and
+        ``class_labels`` ``(B,)`` (checked) are real labels, not the null one."""
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+                or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (0 = no guidance), got {guidance_scale!r}")
+        if guidance_scale == 0:
+            return 0.0
+        if self.config.num_classes is None:
+            raise ValueError(f"guidance_scale={guidance_scale}: guidance needs a class-conditional model; this one is "
+                             "unconditional (config.num_classes=None)")
+        if self.null_label is None:
+            raise ValueError(f"guidance_scale={guidance_scale}: guidance needs the model's unconditional mode, a null "
+                             "class learnt with label dropout (config.null_class=True); this model has none")
+        if class_labels is None or (class_labels == self.null_label).any():
+            raise ValueError(f"guidance_scale={guidance_scale}: guidance needs a real label for every image in "
+                             f"class_labels (not the null label {self.null_label})")
+        return float(guidance_scale)
+
+    def guided_score(self, x: torch.Tensor, t, class_labels, guidance_scale: float) -> torch.Tensor:
+        """``(1 + w)·∇ₓ log p_θ,t(x | y) − w·∇ₓ log p_θ,t(x)``, the score of the guided density
+        ``∝ p(x | y)^(1+w) / p(x)^w`` (classifier-free guidance), from one batched pass over both halves; equals
+        :meth:`score` for ``w = 0``. Checks as :meth:`score` and :meth:`check_guidance`."""
+        t, class_labels = self.check_inputs(x, t, class_labels)
+        w = self.check_guidance(guidance_scale, class_labels)
+        if not w:
+            return self.score(x, t, class_labels)
+        null = torch.full_like(class_labels, self.null_label)
+        cond, uncond = self.score(torch.cat([x, x]), torch.cat([t, t]), torch.cat([class_labels, null])).chunk(2)
+        return (1 + w) * cond - w * uncond
 
     def _sample_naive(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
                       positions: list[tuple[int, int]]) -> Iterator[torch.Tensor]:

@@ -29,13 +29,18 @@ class NCMLPipeline(Pipeline):
     """Unconditional two-part sampling: ``NCMLPipeline(backbone, scheduler)``.
 
     ``backbone`` is an :class:`~ncml.models.autoregressive.ARBackbone` trained with NCML under the SDE of
-    ``scheduler`` (an :class:`~ncml.schedulers.SDEScheduler`).
+    ``scheduler`` (an :class:`~ncml.schedulers.SDEScheduler`). A backbone loaded from a pipeline folder remembers
+    the scheduler it was saved with; a scheduler of another class or ``t_max`` raises ``ValueError`` unless
+    ``allow_scheduler_mismatch=True`` (which also allows later ``pipe.scheduler = ...`` swaps).
     """
 
     # whether the backbone must be class-conditional (True), unconditional (False) or either (None)
     class_conditional: ClassVar[bool | None] = False
 
-    def __init__(self, backbone: ARBackbone, scheduler: SDEScheduler):
+    def __init__(self, backbone: ARBackbone, scheduler: SDEScheduler, *, allow_scheduler_mismatch: bool = False):
+        if not isinstance(allow_scheduler_mismatch, bool):
+            raise TypeError(f"allow_scheduler_mismatch must be a bool, got {type(allow_scheduler_mismatch).__name__}")
+        self._allow_scheduler_mismatch = allow_scheduler_mismatch
         self.register_components(backbone=backbone, scheduler=scheduler)
         num_classes = backbone.config.num_classes
         if self.class_conditional is False and num_classes is not None:
@@ -73,14 +78,16 @@ class NCMLPipeline(Pipeline):
             callback_on_step_end: ``f(pipeline, step_index, t, {"sample": x})`` after every refinement step;
                 it may return ``{"sample": new_x}``.
         """
-        return self._generate(batch_size, class_labels=None, known=None, known_mask=None, t_start=t_start,
+        return self._generate(batch_size, class_labels=None, guidance_scale=0.0, known=None, known_mask=None,
+                              t_start=t_start,
                               num_inference_steps=num_inference_steps, correct_steps=correct_steps, snr=snr,
                               probability_flow=probability_flow, denoise=denoise, spacing=spacing, generator=generator,
                               output_type=output_type, return_dict=return_dict,
                               callback_on_step_end=callback_on_step_end)
 
     # ---- the two phases, shared by every NCML pipeline ------------------------------------------
-    def _generate(self, batch_size, *, class_labels, known: torch.Tensor | None, known_mask: torch.Tensor | None,
+    def _generate(self, batch_size, *, class_labels, guidance_scale, known: torch.Tensor | None,
+                  known_mask: torch.Tensor | None,
                   t_start, num_inference_steps, correct_steps, snr, probability_flow, denoise, spacing, generator,
                   output_type, return_dict, callback_on_step_end) -> NCMLPipelineOutput | tuple:
         """Two-part sampling; ``known`` ``(B, C, H, W)`` clean model-space values where ``known_mask`` is True."""
@@ -104,6 +111,7 @@ class NCMLPipeline(Pipeline):
         utils.check_generator(generator, batch_size)
         device, dtype = backbone.device, backbone.dtype
         class_labels = backbone.check_class_labels(class_labels, batch_size, device=device)
+        guidance_scale = backbone.check_guidance(guidance_scale, class_labels)
         if known is not None:
             known, known_mask = known.to(device=device, dtype=dtype), known_mask.to(device=device)
 
@@ -115,10 +123,11 @@ class NCMLPipeline(Pipeline):
             return torch.where(known_mask, scheduler.add_noise(known, noise, t), x)
 
         # phase 1: x_{t_start} ~ p_θ,t_start autoregressively, conditioned on the noised known pixels
-        network_calls = backbone.num_sampling_evaluations(known_mask)
+        network_calls = backbone.num_sampling_evaluations(known_mask, guided=bool(guidance_scale))
         context = None if known is None else impose_known(torch.zeros_like(known), t_start)
         noisy = backbone.sample(batch_size, t_start, class_labels, known=context, known_mask=known_mask,
-                                generator=generator, progress=not self.progress_bar_disabled)
+                                generator=generator, progress=not self.progress_bar_disabled,
+                                guidance_scale=guidance_scale)
 
         # phase 2: score-based refinement from t_start to 0
         if t_start == 0:
@@ -152,7 +161,8 @@ class NCMLPipeline(Pipeline):
             refined = refine(backbone, scheduler, noisy, t_start=t_start,
                              num_inference_steps=settings.num_inference_steps, correct_steps=settings.correct_steps,
                              snr=settings.snr, probability_flow=settings.probability_flow, denoise=settings.denoise,
-                             spacing=settings.spacing, class_labels=class_labels, generator=generator,
+                             spacing=settings.spacing, class_labels=class_labels, guidance_scale=guidance_scale,
+                             generator=generator,
                              impose_known=None if known is None else impose_known, on_step_end=on_step_end,
                              progress_bar=self.progress_bar)
             sample, nfe = refined.sample, network_calls + refined.nfe

@@ -61,7 +61,7 @@ class NCMLInpaintPipeline(NCMLPipeline):
                 images, keep = images.repeat(batch_size, 0), keep.repeat(batch_size, 0)
         known = to_model_space(images, num_bits=config.num_bits)  # (B, C, H, W)
         known_mask = torch.from_numpy(keep).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W) bool
-        return self._generate(batch_size, class_labels=class_labels, known=known, known_mask=known_mask,
+        return self._generate(batch_size, class_labels=class_labels, guidance_scale=0.0, known=known, known_mask=known_mask,
                               t_start=t_start, num_inference_steps=num_inference_steps,
                               correct_steps=correct_steps, snr=snr, probability_flow=probability_flow,
                               denoise=denoise, spacing=spacing, generator=generator, output_type=output_type,

@@ -43,7 +43,7 @@ def check_denoise(denoise, argname: str = "denoise") -> None:
 def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_start: float,
            num_inference_steps: int, correct_steps: int = 1, snr: float = 0.16, probability_flow: bool = False,
            denoise: bool | str = True, spacing: str = "uniform", class_labels: torch.Tensor | None = None,
-           generator: Generator = None,
+           guidance_scale: float = 0.0, generator: Generator = None,
            impose_known: KnownHook | None = None, on_step_end: StepEndHook | None = None,
            progress_bar: Callable | None = None) -> RefinementOutput:
     """Refine ``x`` ``(B, C, H, W)``, a draw of ``x_{t_start}``, down to ``t = 0``.
@@ -57,6 +57,11 @@ def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_
         denoise: ``True``: return the last predictor step's mean (no noise added in the final step); ``False``:
             the last sample as is; ``"tweedie"``: the last step is Tweedie's ``E[x_0 | x_t]`` instead.
         spacing: the time grid, ``"uniform"`` in ``t`` or ``"log"`` (log-spaced, for small ``t_start``).
+        guidance_scale: ``w > 0`` refines with the guided score ``(1+w)·∇log p_t(x | y) − w·∇log p_t(x)``
+            (:meth:`ARBackbone.guided_score`; two network evaluations each). It is the score of the tilted density
+            ``∝ p_t(x | y)^(1+w) / p_t(x)^w`` at each ``t``, which the noising SDE does not map one into another, so
+            the refinement is guided sampling in the usual (approximate) classifier-free sense, not an exact
+            sampler of the tilted ``t = 0`` density.
         impose_known: inpainting; called after every corrector and predictor step with the time the sample is
             now at, it re-imposes the known pixels noised to that time (at ``t = 0``: the clean values).
         on_step_end: called after every predictor step; a returned tensor replaces the sample.
@@ -68,6 +73,9 @@ def refine(backbone: ARBackbone, scheduler: SDEScheduler, x: torch.Tensor, *, t_
 
     def score(x, t):
         nonlocal nfe
+        if guidance_scale:
+            nfe += 2
+            return backbone.guided_score(x, t, class_labels, guidance_scale).to(x.dtype)
         nfe += 1
         return backbone.score(x, t, class_labels).to(x.dtype)
 

@@ -1,0 +1,124 @@
+"""The exact Bayes classifier of a class-conditional likelihood model.
+
+An autoregressive model gives ``log p_θ,t(x | y)`` exactly, so Bayes' rule gives the class posterior
+
+    log p(y | x) = log p_θ,t(x | y) + log p(y) − log Σ_y' p_θ,t(x | y') p(y')
+
+with one batched forward pass per class and no approximation beyond the model itself. Because NCML models are
+conditioned on the noise level ``t``, the same network classifies noisy images: an image ``x_0 + σ·ε`` (Gaussian
+noise of std ``σ`` in model space) scaled by ``m(t)`` is exactly a draw of the SDE marginal ``x_t`` at the time
+``t`` where ``s(t)/m(t) = σ`` (:func:`matched_time`), so ``p_θ,t(· | y)`` is the model of exactly those images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.images import check_images, to_model_space
+
+__all__ = ["class_posterior", "matched_time"]
+
+
+def _check_prior(prior, num_classes: int) -> torch.Tensor:
+    """``prior`` as float64 log-probabilities ``(K,)``; ``None`` = uniform."""
+    if prior is None:
+        return torch.full((num_classes,), -math.log(num_classes), dtype=torch.float64)
+    p = torch.as_tensor(np.asarray(prior.cpu() if isinstance(prior, torch.Tensor) else prior), dtype=torch.float64)
+    if p.shape != (num_classes,):
+        raise ValueError(f"prior must have shape ({num_classes},) (one probability per class), got {tuple(p.shape)}")
+    if not torch.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"prior must hold finite probabilities >= 0, got {p.tolist()}")
+    if abs(p.sum().item() - 1) > 1e-6:
+        raise ValueError(f"prior must sum to 1, got {p.sum().item():.6g}")
+    return p.log()
+
+
+def class_posterior(model, images, t: float = 0.0, *, prior=None, batch_size: int = 64,
+                    progress: bool = True) -> torch.Tensor:
+    """``log p(y | x)`` ``(N, K)`` float64 on the CPU under a class-conditional ``model`` at SDE time ``t``.
+
+    Args:
+        model: a class-conditional ``ARBackbone`` (``config.num_classes = K``); a null class, if any, is not one of
+            the ``K`` classes.
+        images: uint8 ``(N, H, W, C)`` clean images on the model's grid (then ``t`` is usually 0), or a float tensor
+            ``(N, C, H, W)`` in model space, e.g. a draw of ``x_t`` (see :func:`matched_time` for noisy images).
+        t: the time the likelihoods are evaluated at (``0``: exact masses on the data grid).
+        prior: class probabilities ``(K,)`` summing to 1; ``None`` = uniform.
+        batch_size: images per forward pass (each pass holds ``batch_size`` images × ``K`` labels at most).
+
+    Rows are normalised (``logsumexp`` over classes is 0); ``argmax`` is the Bayes decision. The model is put in
+    eval mode for the pass and restored afterwards.
+    """
+    cfg = model.config
+    num_classes = getattr(cfg, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("model must be class-conditional (config.num_classes set) to give p(x | y); this one is "
+                         "unconditional")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        raise ValueError(f"t must be a finite float >= 0, got {t!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    if isinstance(images, torch.Tensor) and images.dtype.is_floating_point:
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+            raise ValueError(f"images: a float tensor must be model-space x of shape (N, {', '.join(map(str, shape))}),"
+                             f" got {tuple(images.shape)}")
+        x_all = images
+    else:
+        x_all = to_model_space(check_images(images, "images", num_bits=cfg.num_bits, image_shape=shape),
+                               num_bits=cfg.num_bits)
+    log_prior = _check_prior(prior, num_classes)
+    n = x_all.shape[0]
+    weight = next(model.parameters())
+    device, dtype = weight.device, weight.dtype
+    per_chunk = max(1, batch_size // num_classes)  # images per chunk; a chunk is split into passes of batch_size
+    labels = torch.arange(num_classes, device=device)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, n, per_chunk), desc=f"p(y | x) at t={t:g}", disable=not progress,
+                              leave=False):
+                x = x_all[start:start + per_chunk].to(device=device, dtype=dtype)
+                b = x.shape[0]
+                xs = x.repeat_interleave(num_classes, dim=0)  # image-major: (b·K, C, H, W)
+                ys = labels.repeat(b)
+                log_px = torch.cat([model.log_prob(xs[i:i + batch_size], t, ys[i:i + batch_size]).double()
+                                    .flatten(1).sum(1) for i in range(0, xs.shape[0], batch_size)])
+                out.append(log_px.view(b, num_classes).cpu())
+    finally:
+        model.train(was_training)
+    joint = torch.cat(out) + log_prior  # log p(x | y) + log p(y)
+    return joint - torch.logsumexp(joint, dim=1, keepdim=True)
+
+
+def matched_time(scheduler, noise_std: float) -> float:
+    """The SDE time ``t`` with ``s(t)/m(t) = noise_std``: ``m(t)·(x_0 + noise_std·ε)`` is then exactly distributed
+    as the marginal ``x_t`` of ``scheduler`` (``x_t = m(t)·x_0 + s(t)·ε``). ``noise_std`` is in model space (a std of
+    ``k`` 8-bit grey levels is ``2k/255``); found by bisection (``s/m`` increases with ``t``) to float64 precision.
+    Raises if it exceeds the ratio at the scheduler's ``t_max``."""
+    if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not math.isfinite(noise_std) \
+            or noise_std < 0:
+        raise ValueError(f"noise_std must be a finite float >= 0, got {noise_std!r}")
+    if noise_std == 0:
+        return 0.0
+
+    def ratio(t: float) -> float:
+        tt = torch.tensor([t], dtype=torch.float64)
+        return (scheduler.marginal_std(tt) / scheduler.marginal_mean_coeff(tt)).item()
+
+    lo, hi = 0.0, float(scheduler.t_max)
+    if ratio(hi) < noise_std:
+        raise ValueError(f"noise_std={noise_std:g} exceeds s(T)/m(T)={ratio(hi):.4g} of the scheduler "
+                         f"(t_max={hi:g}): the model has not seen that much noise")
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if ratio(mid) < noise_std else (lo, mid)
+    return hi
