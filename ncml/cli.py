@@ -4,6 +4,7 @@
     ncml evaluate    --dataset mnist5k --num-images 200                  # bits/dim against t (clean, noised)
     ncml sanity-test --dataset mnist5k --num-images 200                  # LSB flips: NLL and Δlog p (Fig. 4)
     ncml ood         --dataset mnist5k --ood-dataset fashion-mnist       # AUROC and histograms
+    ncml classify    --pipeline ncpn-mnist5k-vp-cond --noise-std 0 8 32  # exact Bayes classifier accuracy
 
 Every command takes ``--pipeline PATH_OR_REPO_ID`` (a pipeline folder or a Hub repo id; default: the bundled
 model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits``, the
@@ -238,6 +239,12 @@ def cmd_sample(args) -> None:
     if args.class_label is not None and num_classes is None:
         raise CLIError(f"--class-label {args.class_label}: the pipeline is unconditional (its model has no "
                        "classes); drop --class-label")
+    if args.guidance_scale and num_classes is None:
+        raise CLIError(f"--guidance-scale {args.guidance_scale:g}: the pipeline is unconditional; guidance needs a "
+                       "class-conditional model trained with label dropout")
+    if args.guidance_scale and backbone.null_label is None:
+        raise CLIError(f"--guidance-scale {args.guidance_scale:g}: this class-conditional model has no null class "
+                       "(it was not trained with label dropout), so it cannot be guided")
     if args.class_label is not None and not 0 <= args.class_label < num_classes:
         raise CLIError(f"--class-label must be in [0, {num_classes - 1}] (the pipeline's {num_classes} classes), "
                        f"got {args.class_label}")
@@ -266,6 +273,7 @@ def cmd_sample(args) -> None:
             labels = [args.class_label] * b if args.class_label is not None else \
                 [(first + i) % num_classes for i in range(b)]
             extra["class_labels"] = torch.tensor(labels, device=backbone.device)
+            extra["guidance_scale"] = args.guidance_scale
         out = pipe(b, t_start=args.t_start, num_inference_steps=args.steps, correct_steps=args.correct_steps,
                    snr=args.snr, spacing=args.spacing, denoise=args.denoise, generator=generator, output_type="np",
                    **extra)
@@ -278,6 +286,7 @@ def cmd_sample(args) -> None:
         spacing=args.spacing, denoise=args.denoise)
     t_start = used.t_start if used.t_start is not None else t_max / 2
     rows = [["images", str(len(images))], ["t_start", f"{t_start:g}"],
+            *([["guidance scale", f"{args.guidance_scale:g}"]] if num_classes is not None else []),
             *([["refinement", "none (t_start = 0: plain AR sampling)"]] if t_start == 0 else
               [["refinement steps", f"{used.num_inference_steps} ({used.spacing} grid)"],
                ["corrector steps", str(used.correct_steps)], ["snr", f"{used.snr:g}"],
@@ -371,6 +380,57 @@ def cmd_ood(args) -> None:
     _wrote(plot_ood_histograms(result, args.out, in_name=args.dataset, out_name=args.ood_dataset))
 
 
+def cmd_classify(args) -> None:
+    import numpy as np
+    import torch
+
+    _check_plot_output(args)
+    from ncml.data import to_model_space
+    from ncml.evaluation import class_posterior, matched_time
+    from ncml.evaluation.reporting import format_table, plot_confusion
+
+    pipe = load_pipeline(args.pipeline, args.device)
+    backbone, scheduler = pipe.backbone, pipe.scheduler
+    num_classes = backbone.config.num_classes
+    if num_classes is None:
+        raise CLIError(f"--pipeline {args.pipeline or DEFAULT_PIPELINE}: the model is unconditional; classify "
+                       "needs a class-conditional one (e.g. --pipeline ncpn-mnist5k-vp-cond)")
+    levels = 2**backbone.config.num_bits - 1
+    times = []
+    for std in args.noise_std:
+        try:
+            times.append(matched_time(scheduler, 2 * std / levels))
+        except ValueError as e:
+            raise CLIError(f"--noise-std {std:g}: {e}") from None
+    images, labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
+                                 backbone=backbone, resize=args.resize)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise CLIError(f"--dataset {args.dataset}: labels go up to {labels.max()} but the model has {num_classes} "
+                       "classes")
+    generator = torch.Generator().manual_seed(args.seed)
+    x0 = to_model_space(images, num_bits=backbone.config.num_bits).double()
+    rows, first = [], None
+    for std, t in zip(args.noise_std, times):
+        if std == 0:
+            x = images
+        else:  # x_0 + σ·ε, scaled by m(t): a draw of the SDE marginal at t (see matched_time)
+            noisy = x0 + (2 * std / levels) * torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+            x = (scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64)) * noisy).float()
+        log_post = class_posterior(backbone, x, t, batch_size=args.batch_size, progress=not args.no_progress)
+        pred = log_post.argmax(1).numpy()
+        correct = pred == labels
+        rows.append([f"{std:g}", f"{t:.4g}", f"{correct.mean():.4f}",
+                     f"{np.sqrt(correct.mean() * (1 - correct.mean()) / len(labels)):.4f}",
+                     f"{-log_post[torch.arange(len(labels)), torch.from_numpy(labels)].mean().item():.4f}"])
+        if first is None:
+            first = (std, pred)
+    print(f"Bayes classifier argmax_y p_θ,t(x | y) on {args.dataset} ({args.split}), {len(images)} images, "
+          "uniform prior")
+    print(format_table(["noise std (grey levels)", "t", "accuracy", "std error", "NLL of the label (nats)"], rows))
+    _wrote(plot_confusion(labels, first[1], num_classes, args.out,
+                          title=f"{args.dataset}: Bayes classifier, noise std {first[0]:g}"))
+
+
 # ---- argument parsing ---------------------------------------------------------------------------------
 MAX_SEED = 2**32 - 1
 
@@ -430,7 +490,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ncml", description=__doc__, formatter_class=_HelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sample,evaluate,sanity-test,ood}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{sample,evaluate,sanity-test,ood,classify}")
 
     def common(p, *, out: str, what: str):
         p.add_argument("--pipeline", default=None, metavar="PATH_OR_REPO_ID",
@@ -477,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="last step: predictor mean, a Tweedie step, or the noisy sample (default: sampling config)")
     p.add_argument("--class-label", type=_int_type(0), default=None,
                    help="class of every sample, for class-conditional models (default: cycle through the classes)")
+    p.add_argument("--guidance-scale", type=_float_type("a finite number >= 0", lambda v: v >= 0), default=0.0,
+                   help="classifier-free guidance w for class-conditional models with a null class; 0 = off")
     p.add_argument("--nrow", type=_positive_int, default=None,
                    help="images per grid row (default: about the square root of --num-images)")
     p.add_argument("--scale", type=_positive_int, default=2, help="upscaling of the grid image")
@@ -511,6 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", default="nll_mean", choices=("nll", "nll_mean"),
                    help="nll: NLL at the first t; nll_mean: NLL averaged over --ts")
     p.set_defaults(func=cmd_ood)
+
+    p = add("classify", "the exact Bayes classifier p(y | x) of a class-conditional model: accuracy, also on "
+                        "images with added Gaussian noise (evaluated at the matching t)")
+    common(p, out="confusion.png", what="PNG of the confusion matrix (first --noise-std) to write")
+    data(p, num_images=500)
+    p.add_argument("--noise-std", type=_float_type("a finite number >= 0", lambda v: v >= 0), nargs="+",
+                   default=[0.0], metavar="STD",
+                   help="std of Gaussian noise added to the images, in grey levels of 255 (default: 0)")
+    p.set_defaults(func=cmd_classify)
     return parser
 
 

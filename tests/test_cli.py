@@ -133,6 +133,44 @@ def test_class_conditional_pipeline(tmp_path, capsys):
     assert code == 0, err
 
 
+def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
+    """``classify`` prints the Bayes classifier's accuracy per noise level and writes the confusion matrix;
+    ``sample --guidance-scale`` runs on a model with a null class and is refused by one without."""
+    from ncml import NCMLClassConditionalPipeline
+    from ncml.models.ncpn import NCPNConfig, NCPNModel
+    from ncml.schedulers import VPSDEScheduler
+
+    config = dict(sample_size=8, in_channels=1, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, attention_heads=0,
+                  dropout=0.0, embedding_dim=16, num_classes=10)
+    folder, plain = tmp_path / "guidable", tmp_path / "plain"
+    NCMLClassConditionalPipeline(NCPNModel(NCPNConfig(**config, null_class=True)),
+                                 VPSDEScheduler()).save_pretrained(folder)
+    NCMLClassConditionalPipeline(NCPNModel(NCPNConfig(**config)), VPSDEScheduler()).save_pretrained(plain)
+    out = tmp_path / "confusion.png"
+    code, text, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--num-images", "5",
+                           "--noise-std", "0", "16", "--batch-size", "20", "--out", str(out)], capsys)
+    assert code == 0, err
+    rows = [line.split() for line in text.splitlines() if line.startswith(("0 ", "16 "))]
+    assert len(rows) == 2 and rows[0][1] == "0" and float(rows[1][1]) > 0  # t = 0, then the matching t > 0
+    assert all(0 <= float(r[2]) <= 1 for r in rows)
+    assert out.read_bytes()[:8] == PNG
+    code, text, err = run(["sample", "--pipeline", str(folder), "--num-images", "2", "--t-start", "0",
+                           "--guidance-scale", "2", "--out", str(tmp_path / "g.png")], capsys)
+    assert code == 0, err
+    assert "guidance scale" in text
+    code, _, err = run(["sample", "--pipeline", str(plain), "--num-images", "1", "--t-start", "0",
+                        "--guidance-scale", "2", "--out", str(tmp_path / "h.png")], capsys)
+    assert code == 2 and "no null class" in err
+    code, _, err = run(["sample", "--pipeline", tiny_pipeline, "--num-images", "1", "--t-start", "0",
+                        "--guidance-scale", "2", "--out", str(tmp_path / "i.png")], capsys)
+    assert code == 2 and "unconditional" in err
+    code, _, err = run(["classify", "--pipeline", tiny_pipeline, "--dataset", "digits", "--out", str(out)], capsys)
+    assert code == 2 and "unconditional" in err
+    code, _, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--noise-std", "1e6",
+                        "--out", str(out)], capsys)
+    assert code == 2 and "--noise-std 1e+06" in err and "exceeds" in err
+
+
 # ---- help: fast (no torch) and with every default --------------------------------------------------------
 def test_parser_and_help_do_not_import_torch():
     code = ("import sys, ncml.cli; ncml.cli.build_parser(); "
@@ -159,7 +197,7 @@ def _option_helps(parser):
     return helps
 
 
-@pytest.mark.parametrize("command", ["sample", "evaluate", "sanity-test", "ood"])
+@pytest.mark.parametrize("command", ["sample", "evaluate", "sanity-test", "ood", "classify"])
 def test_help_shows_every_default(command):
     subparsers = next(a for a in cli.build_parser()._actions if a.choices and command in a.choices)
     parser = subparsers.choices[command]

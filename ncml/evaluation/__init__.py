@@ -9,7 +9,8 @@ from .fid import (DigitClassifier, DigitClassifierConfig, classifier_features, c
                   inception_features, load_digit_classifier)
 from .likelihood import BitsPerDim, bits_per_dim, bits_per_dim_from_log_prob
 from .ood import OODResult, auroc, ood_auroc
-from .reporting import format_table, make_grid, plot_bits_per_dim, plot_ood_histograms, plot_robustness
+from .reporting import (format_table, make_grid, plot_bits_per_dim, plot_confusion, plot_ood_histograms,
+                        plot_robustness)
 from .robustness import RobustnessResult, default_times, lsb_flip, noise_robustness
 
 __all__ = [
@@ -20,5 +21,5 @@ __all__ = [
     "frechet_distance", "frechet_distance_bootstrap", "frechet_distance_from_statistics", "feature_statistics",
     "DigitClassifier", "DigitClassifierConfig", "load_digit_classifier", "classifier_features",
     "classifier_metrics", "inception_features",
-    "make_grid", "format_table", "plot_robustness", "plot_bits_per_dim", "plot_ood_histograms",
+    "make_grid", "format_table", "plot_robustness", "plot_bits_per_dim", "plot_ood_histograms", "plot_confusion",
 ]

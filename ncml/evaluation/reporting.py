@@ -150,3 +150,27 @@ def plot_ood_histograms(result, path: str | os.PathLike, *, in_name: str = "in-d
     ax.set_title(f"AUROC = {result.auroc:.4f}")
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def plot_confusion(labels, predictions, num_classes: int, path: str | os.PathLike, *,
+                   title: str | None = None) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted; counts in the cells) as a PNG."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.shape != predictions.shape or labels.ndim != 1:
+        raise ValueError(f"labels and predictions must be 1-D of one length, got {labels.shape} and "
+                         f"{predictions.shape}")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    fig, (ax,) = _figure(1, width=4.5, height=4.0)
+    ax.imshow(counts, cmap="Blues")
+    for i in range(num_classes):
+        for j in range(num_classes):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize="x-small",
+                        color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xticks(range(num_classes))
+    ax.set_yticks(range(num_classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or f"accuracy {np.mean(labels == predictions):.4f} (n={len(labels)})", fontsize="small")
+    return _save(fig, path)
