@@ -40,7 +40,7 @@ class CLIError(Exception):
 def load_pipeline(spec: str | None, device: str):
     """The pipeline named by ``--pipeline`` (folder or Hub repo id), or the bundled default, on ``device``."""
     import ncml
-    from ncml import hub_utils
+    from ncml import bundled, hub_utils
 
     if spec is None:
         try:
@@ -48,6 +48,8 @@ def load_pipeline(spec: str | None, device: str):
         except (ImportError, AttributeError, FileNotFoundError, ValueError, KeyError) as e:
             raise CLIError(f"the bundled pipeline {DEFAULT_PIPELINE!r} is not available in this installation "
                            f"({type(e).__name__}: {e}); pass --pipeline PATH_OR_REPO_ID") from e
+    elif spec in bundled.available() and not Path(spec).exists():  # a bundled name, e.g. ncpn-mnist5k-vp-cond
+        spec = str(bundled.pretrained(spec))
     try:
         folder = hub_utils.resolve_folder(spec)
         if not (folder / "model_index.json").is_file():
@@ -495,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, *, out: str, what: str):
         p.add_argument("--pipeline", default=None, metavar="PATH_OR_REPO_ID",
-                       help=f"pipeline folder or Hub repo id (default: the bundled {DEFAULT_PIPELINE!r})")
+                       help=f"pipeline folder, Hub repo id or bundled name (default: the bundled "
+                            f"{DEFAULT_PIPELINE!r})")
         p.add_argument("--device", default="auto",
                        help=f"torch device: {DEVICES}; auto = CUDA where available, else the CPU")
         p.add_argument("--batch-size", type=_positive_int, default=64, help="images per network call")

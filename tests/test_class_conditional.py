@@ -109,6 +109,14 @@ def test_init_from_an_unconditional_model_starts_as_that_model_for_every_label(t
         assert torch.equal(model.eval().log_prob(x, 0.01, label), source.log_prob(x, 0.01))
     with pytest.raises(ValueError, match="differs"):
         script.init_weights(NCPNModel(NCPNConfig(**{**TINY, "nr_filters": 4})), str(tmp_path / "uncond"))
+    # the new parameters (the class embedding) can learn at a larger rate than the trained ones
+    args = script.TrainingConfig(init_from=str(tmp_path / "uncond"), new_params_lr_scale=50.0)
+    groups = script.parameter_groups(model, args)
+    assert [g["lr_scale"] for g in groups] == [1.0, 50.0]
+    assert groups[1]["params"] == [model.embedding.class_embedding.weight]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    default = script.parameter_groups(model, script.TrainingConfig(init_from=str(tmp_path / "uncond")))
+    assert len(default) == 1 and default[0]["lr_scale"] == 1.0
 
 
 # ---- guidance --------------------------------------------------------------------------------------

@@ -171,6 +171,14 @@ def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
     assert code == 2 and "--noise-std 1e+06" in err and "exceeds" in err
 
 
+def test_a_bundled_name_is_a_pipeline(tmp_path, capsys):
+    code, text, err = run(["evaluate", "--pipeline", "ncpn-mnist5k-mle", "--dataset", "mnist5k", "--num-images", "2",
+                           "--ts", "0", "--out", str(tmp_path / "bpd.png")], capsys)
+    assert code == 0, err
+    code, _, err = run(["evaluate", "--pipeline", "ncpn-no-such-model", "--out", str(tmp_path / "b.png")], capsys)
+    assert code == 2 and "ncpn-no-such-model" in err
+
+
 # ---- help: fast (no torch) and with every default --------------------------------------------------------
 def test_parser_and_help_do_not_import_torch():
     code = ("import sys, ncml.cli; ncml.cli.build_parser(); "
