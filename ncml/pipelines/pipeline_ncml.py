@@ -125,9 +125,9 @@ class NCMLPipeline(Pipeline):
         # phase 1: x_{t_start} ~ p_θ,t_start autoregressively, conditioned on the noised known pixels
         network_calls = backbone.num_sampling_evaluations(known_mask, guided=bool(guidance_scale))
         context = None if known is None else impose_known(torch.zeros_like(known), t_start)
+        guided = {"guidance_scale": guidance_scale} if guidance_scale else {}  # only guided calls pass it
         noisy = backbone.sample(batch_size, t_start, class_labels, known=context, known_mask=known_mask,
-                                generator=generator, progress=not self.progress_bar_disabled,
-                                guidance_scale=guidance_scale)
+                                generator=generator, progress=not self.progress_bar_disabled, **guided)
 
         # phase 2: score-based refinement from t_start to 0
         if t_start == 0:
