@@ -79,42 +79,69 @@ def load_dataset(name: str, split: str = "train", *, exclude_validation: bool = 
 
 
 class ImageFolder:
-    """PNG/JPEG images under ``path`` (recursively), all of one size, as uint8 ``(N, H, W, C)``.
+    """PNG/JPEG images under ``path`` (recursively) as uint8 ``(N, H, W, C)``.
 
-    ``channels`` (1 or 3) must match the images unless ``convert=True`` asks for conversion; class labels
-    are the names of first-level subfolders (sorted) when ``labels="folders"``, else all zero.
+    By default the images must be 8-bit grey (``L``) or ``RGB``, all of one size, with ``channels`` (1 or 3, if
+    given) channels. ``convert=True`` (needs ``channels``) instead converts every mode to ``channels`` by
+    :func:`ncml.data.transforms.convert_image`'s rules (RGBA, LA and transparent palettes composited on white,
+    palette → RGB, RGB → grey by luma, 16-bit → 8-bit). ``resolution`` resizes every image so that its shorter
+    side is ``resolution`` (mixed sizes allowed) and, with ``center_crop`` (the default), keeps the central
+    ``resolution × resolution`` square; ``center_crop=False`` leaves ``images`` a list of ``(H, W, C)`` arrays for
+    random crops (:func:`ncml.data.transforms.augment_batch`) unless they all have one size.
+
+    Class labels are the names of first-level subfolders (sorted) when ``labels="folders"``, else all zero. A file
+    that cannot be read or converted is a ``ValueError`` naming it.
     """
 
     EXTENSIONS = (".png", ".jpg", ".jpeg")
 
-    def __init__(self, path: str | os.PathLike, *, channels: int | None = None, labels: str | None = None):
+    def __init__(self, path: str | os.PathLike, *, channels: int | None = None, labels: str | None = None,
+                 convert: bool = False, resolution: int | None = None, center_crop: bool = True):
         from PIL import Image
+
+        from .transforms import prepare_images
 
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"path={str(path)!r} is not a folder")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in self.EXTENSIONS)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in self.EXTENSIONS and p.is_file())
         if not files:
             raise ValueError(f"path={str(path)!r} holds no {'/'.join(self.EXTENSIONS)} images")
         if labels not in (None, "folders"):
             raise ValueError(f"labels must be None or 'folders', got {labels!r}")
-        arrays, sizes = [], set()
-        for f in files:
-            with Image.open(f) as im:
-                mode = im.mode
-                if mode not in ("L", "RGB"):
-                    raise ValueError(f"{f}: image mode {mode!r}; expected 8-bit grayscale 'L' or 'RGB'")
-                a = np.asarray(im, dtype=np.uint8)
-            a = a[..., None] if a.ndim == 2 else a
-            sizes.add(a.shape)
-            arrays.append(a)
-        if len(sizes) > 1:
-            raise ValueError(f"path={str(path)!r}: images of mixed sizes/channels {sorted(sizes)}; all must match")
-        shape = next(iter(sizes))
-        if channels is not None and shape[2] != channels:
-            raise ValueError(f"path={str(path)!r}: images have {shape[2]} channel(s), expected channels={channels}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+        if convert and channels is None:
+            raise ValueError("convert=True needs channels (1 or 3)")
+        if convert or resolution is not None:
+            if not convert:  # resized, but the modes are checked as without resolution
+                channels = channels or (3 if _open_mode(files[0]) == "RGB" else 1)
+            self.images = prepare_images(_open_images(files, None if convert else channels), channels=channels,
+                                         resolution=resolution, center_crop=center_crop,
+                                         names=(str(f) for f in files))
+        else:
+            arrays, sizes = [], set()
+            for f in files:
+                try:
+                    with Image.open(f) as im:
+                        mode = im.mode
+                        if mode not in ("L", "RGB"):
+                            raise ValueError(f"{f}: image mode {mode!r}; expected 8-bit grayscale 'L' or 'RGB'")
+                        a = np.asarray(im, dtype=np.uint8)
+                except (OSError, SyntaxError) as e:  # PIL: not an image, truncated or corrupt
+                    raise ValueError(f"{f}: cannot read the image ({type(e).__name__}: {e})") from e
+                a = a[..., None] if a.ndim == 2 else a
+                sizes.add(a.shape)
+                arrays.append(a)
+            if len(sizes) > 1:
+                raise ValueError(f"path={str(path)!r}: images of mixed sizes/channels {sorted(sizes)}; all must "
+                                 "match")
+            shape = next(iter(sizes))
+            if channels is not None and shape[2] != channels:
+                raise ValueError(f"path={str(path)!r}: images have {shape[2]} channel(s), expected "
+                                 f"channels={channels}")
+            self.images = np.stack(arrays)
         self.files = files
-        self.images = np.stack(arrays)
         if labels == "folders":
             classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
             self.classes = classes
@@ -131,3 +158,30 @@ class ImageFolder:
 
     def __getitem__(self, i):
         return self.images[i], self.labels[i]
+
+
+def _open_images(files, channels: int | None):
+    """Each file as a loaded PIL image; an unreadable one is a ``ValueError`` naming it. With ``channels``, each must
+    be 8-bit grey (``L``, channels 1) or ``RGB`` (channels 3)."""
+    from PIL import Image
+
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                if channels is not None and im.mode != ("L" if channels == 1 else "RGB"):
+                    raise ValueError(f"{f}: image mode {im.mode!r}; expected {'L' if channels == 1 else 'RGB'} like "
+                                     "the other images (or convert=True)")
+                im.load()
+                yield im
+        except (OSError, SyntaxError) as e:  # PIL: not an image, truncated or corrupt
+            raise ValueError(f"{f}: cannot read the image ({type(e).__name__}: {e})") from e
+
+
+def _open_mode(file) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            return im.mode
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{file}: cannot read the image ({type(e).__name__}: {e})") from e
