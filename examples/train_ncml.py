@@ -67,8 +67,31 @@ Each optimizer step consumes ``train_batch_size × num_processes × gradient_acc
 dropped); micro-batch ``k`` of an epoch is its slice ``[k·B·P, (k+1)·B·P)`` and process ``r`` takes the ``r``-th
 ``B`` of it. So 2 processes × B see exactly the examples (and draws) that 1 process × 2B sees.
 
-``--train_data_dir`` holds PNG/JPEG images (``ncml.data.ImageFolder``; class subfolders give labels for a
-class-conditional model); a fixed 10 % of it (seeded permutation, seed 0) is held out for evaluation.
+Data
+----
+``--dataset mnist5k|digits``: a bundled dataset (``ncml.data.load_dataset``), evaluated on its test split or, with
+``--validation_split``, on its validation images (left out of training); used at its own size, or resized with
+``--resolution``. ``examples/configs`` has a config for each (``ncpn_mnist_vp.json``, ``ncpn_digits_vp.json``).
+
+Your own images, with 🤗 diffusers' flags and meanings:
+
+- ``--train_data_dir PATH``: PNG/JPEG files (``ncml.data.ImageFolder``, recursively); class subfolders give the
+  labels of a class-conditional model. A fixed 10 % (seeded permutation, seed 0) is held out for evaluation.
+- ``--dataset_name NAME_OR_PATH`` (``pip install 'ncml[data]'``): a 🤗 datasets dataset, by Hub name (with
+  ``--dataset_config_name``) or a folder written by ``save_to_disk``. ``--image_column`` (default ``image``) holds
+  the images, ``--class_column`` (default ``label`` where it exists) the labels of a class-conditional model.
+  Evaluated on its ``validation`` split, else ``test``, else a fixed 10 % of ``train``.
+
+Each image is converted to the model's ``in_channels``: transparency (RGBA, LA, transparent palettes) is
+**composited on white**, not dropped; palettes become RGB; RGB becomes grey by ITU-R 601-2 luma for 1-channel models
+and grey is repeated for 3-channel ones; 16-bit images keep their top 8 bits. It is then resized so that its shorter
+side is ``--resolution`` (default: the config's ``sample_size``; giving it sets the model's ``sample_size``), PIL
+bilinear, and cropped to a square: the centre with ``--center_crop``, else a random crop for every training example
+(diffusers' default). ``--random_flip`` mirrors half the training examples. Crops and flips are drawn from
+``(seed, global example number)`` like the loss's noise, so they are the same on any number of processes and after a
+resume. Held-out images are always centre-cropped and never flipped. Finally images are quantised to the model's
+``num_bits`` (the top bits of each 8-bit value). Everything is held in memory as uint8; an image that cannot be read
+or converted stops the run before training with one line naming the file (or the column and row).
 """
 
 from __future__ import annotations
@@ -98,7 +121,8 @@ from accelerate.logging import get_logger
 
 from ncml import hub_utils
 from ncml.configuration_utils import config_from_dict, config_to_dict, resolve_class
-from ncml.data import DATASETS, ImageFolder, load_dataset, to_model_space, to_uint8
+from ncml.data import (DATASETS, ImageFolder, augment_batch, hf_images, hf_labels, load_dataset, load_hf_splits,
+                       prepare_images, stack_images, to_model_space, to_uint8, train_and_eval_splits)
 from ncml.evaluation import bits_per_dim, make_grid
 from ncml.losses import NCMLLoss
 from ncml.models.autoregressive import ARBackbone
@@ -110,6 +134,7 @@ CONFIG_SECTIONS = ("model", "scheduler", "loss", "training")
 CHECKPOINT_META = "ncml_checkpoint.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 HOLDOUT_FRACTION = 0.1
+DATA_SOURCES = ("dataset", "dataset_name", "train_data_dir")  # exactly one names the training data
 
 logger = get_logger(__name__, log_level="INFO")  # main process only, unless main_process_only=False
 
@@ -126,7 +151,21 @@ def flag(default, help: str, *, minimum: int | None = None, choices=None):
 class TrainingConfig:
     # data and run
     dataset: str | None = flag(None, "a bundled dataset (ncml.data.load_dataset)", choices=DATASETS)
-    train_data_dir: str | None = flag(None, "a folder of PNG/JPEG images (10%% held out); excludes --dataset")
+    dataset_name: str | None = flag(None, "a Hugging Face datasets dataset: a Hub name, or a folder written by "
+                                          "save_to_disk (pip install 'ncml[data]'); evaluated on its validation, "
+                                          "else test split, else 10%% of train")
+    dataset_config_name: str | None = flag(None, "--dataset_name: the dataset's config (None: the default one)")
+    train_data_dir: str | None = flag(None, "a folder of PNG/JPEG images, any mode and size (10%% held out; class "
+                                            "subfolders give labels)")
+    image_column: str = flag("image", "--dataset_name: the column holding the images")
+    class_column: str | None = flag(None, "--dataset_name, class-conditional models: the column holding the class "
+                                          "labels (default: 'label' when there is one)")
+    resolution: int | None = flag(None, "images are resized so that their shorter side is this, then cropped to a "
+                                        "square of it; sets the model's sample_size (default: the config's)",
+                                  minimum=1)
+    center_crop: bool = flag(False, "crop the centre of each image; without it, every training example is a random "
+                                    "crop (seeded; evaluation images are always centre-cropped)")
+    random_flip: bool = flag(False, "mirror half the training examples left-right (seeded)")
     validation_split: bool = flag(False, "--dataset: train without its validation images and evaluate on them, "
                                          "not on the test split")
     output_dir: str = flag("ncml-model", "checkpoints, samples, logs and the release pipeline")
@@ -201,8 +240,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainingConfig, dict]:
     config_path = given.pop("config")
     config = read_config(config_path)
     training = dict(config.get("training", {}))
-    if given.keys() & {"dataset", "train_data_dir"}:  # data named on the command line replaces the config's
-        for key in ("dataset", "train_data_dir"):
+    if given.keys() & set(DATA_SOURCES):  # data named on the command line replaces the config's
+        for key in (*DATA_SOURCES, "dataset_config_name"):
             training.pop(key, None)
     args = config_from_dict(TrainingConfig, training, argname=f"--config {config_path}: training")
     args = dataclasses.replace(args, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
@@ -239,13 +278,19 @@ def check_args(args: TrainingConfig) -> None:
             raise ValueError(f"--{f.name} must be >= {minimum}, got {value}")
         if value is not None and choices is not None and value not in choices:
             raise ValueError(f"--{f.name} must be one of {list(choices)}, got {value!r}")
-    if args.dataset is None and args.train_data_dir is None:
-        raise ValueError("give the training data: --dataset {" + ",".join(DATASETS) + "} or --train_data_dir PATH")
-    if args.dataset is not None and args.train_data_dir is not None:
-        raise ValueError("--dataset and --train_data_dir are exclusive (given both, on the command line or in the "
-                         "config's training section)")
+    sources = [f"--{k}" for k in DATA_SOURCES if getattr(args, k) is not None]
+    if not sources:
+        raise ValueError("give the training data: --dataset {" + ",".join(DATASETS) + "}, --dataset_name NAME_OR_PATH "
+                         "or --train_data_dir PATH")
+    if len(sources) > 1:
+        raise ValueError(f"{' and '.join(sources)} are exclusive (given both, on the command line or in the config's "
+                         "training section)")
     if args.validation_split and args.dataset is None:
-        raise ValueError("--validation_split needs --dataset (--train_data_dir holds out 10 % of its images itself)")
+        raise ValueError("--validation_split needs --dataset (--train_data_dir and --dataset_name hold out images "
+                         "themselves)")
+    for name in ("dataset_config_name", "class_column"):
+        if getattr(args, name) is not None and args.dataset_name is None:
+            raise ValueError(f"--{name} needs --dataset_name")
     if not 0 <= args.seed < 2**32 - _world_size():  # numpy's seeds are uint32; set_seed adds the process index
         raise ValueError(f"--seed must be an integer in [0, {2**32 - _world_size()}), got {args.seed}")
     if not args.learning_rate > 0:
@@ -313,7 +358,7 @@ def build_components(config: dict, args: TrainingConfig) -> tuple[ARBackbone, SD
     model_cls = resolve_class("ncml", model_cfg.pop("_class_name", "NCPNModel"), ARBackbone,
                               argname="--config model._class_name")
     torch.manual_seed(args.seed)  # the same initial weights on every process
-    model = from_section(model_cls, model_cfg, "model")
+    model = from_section(model_cls, model_cfg, "model", sample_size=args.resolution)
 
     sched_cfg = dict(config.get("scheduler", {}))
     named = sched_cfg.pop("_class_name", None)
@@ -486,7 +531,9 @@ def main(argv: list[str] | None = None) -> TrainResult:
         for micro in range(args.gradient_accumulation_steps):
             idx, numbers = batch_positions(step * args.gradient_accumulation_steps + micro, args,
                                            len(data.train_images), world, rank)
-            x0 = to_model_space(data.train_images[idx], num_bits=unwrapped.config.num_bits).to(device)
+            images = augment_batch(data.train_images, idx, numbers, seed=args.seed, size=unwrapped.config.sample_size,
+                                   random_flip=args.random_flip)  # = train_images[idx] without crops and flips
+            x0 = to_model_space(images, num_bits=unwrapped.config.num_bits).to(device)
             labels = torch.from_numpy(data.train_labels[idx]).to(device) if conditional else None
             with accelerator.accumulate(model):
                 out = loss_fn(model, scheduler, x0, labels, generator=example_generators(args.seed, numbers, device))
@@ -563,7 +610,7 @@ def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLo
     pipe = (NCMLClassConditionalPipeline if conditional else NCMLPipeline)(backbone=ema_model, scheduler=scheduler)
     mle = loss_fn.config.clean_fraction == 1  # t = 0 always: the plain maximum-likelihood baseline
     pipe.set_model_card(
-        datasets=[data.name] if args.dataset else None,
+        datasets=[data.name] if args.dataset or (args.dataset_name and not Path(args.dataset_name).exists()) else None,
         metrics={k.removeprefix("eval/"): f"{v:.4f}" for k, v in metrics.items()},
         description="\n".join([
             f"A `{type(ema_model).__name__}` trained by "
@@ -598,38 +645,53 @@ def hub_repo_id(args: TrainingConfig) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class Data:
-    train_images: np.ndarray  # uint8 (N, H, W, C)
+    train_images: np.ndarray | list[np.ndarray]  # uint8 (N, S, S, C); a list of larger (H, W, C) for random crops
     train_labels: np.ndarray  # int64 (N,)
-    eval_images: np.ndarray
+    eval_images: np.ndarray  # uint8 (N, S, S, C)
     eval_labels: np.ndarray
     name: str  # for the model card
 
 
 def load_data(args: TrainingConfig, model: ARBackbone) -> Data:
+    """The training and held-out images at the model's size, channels and bits, checked before anything runs.
+
+    Bundled datasets keep their size unless ``--resolution`` is given; a folder or a 🤗 dataset is always
+    converted to the model's channels, resized (shorter side) and cropped to its ``sample_size``.
+    """
     cfg = model.config
+    size, channels = cfg.sample_size, cfg.in_channels
+    crop = dict(channels=channels, resolution=size, center_crop=args.center_crop)
     if args.dataset is not None:
-        source = f"--dataset {args.dataset}"
+        source, name = f"--dataset {args.dataset}", args.dataset
         tr_x, tr_y = load_dataset(args.dataset, "train", exclude_validation=args.validation_split)
         ev_x, ev_y = load_dataset(args.dataset, "validation" if args.validation_split else "test")
-        name = args.dataset
-    else:
-        source = f"--train_data_dir {args.train_data_dir}"
+        _, h, w, c = tr_x.shape
+        if c != channels:
+            raise ValueError(f"{source}: images have {c} channel(s) but the model config has in_channels={channels}")
+        if (h, w) != (size, size):
+            if args.resolution is None:
+                raise ValueError(f"{source}: images are {h}×{w} but the model config has sample_size={size} (pass "
+                                 f"--resolution {size} to resize them, or use a config for {h}×{w} images; "
+                                 "examples/configs has one for every bundled dataset)")
+            tr_x, ev_x = prepare_images(tr_x, **crop), prepare_images(ev_x, **{**crop, "center_crop": True})
+    elif args.train_data_dir is not None:
+        source, name = f"--train_data_dir {args.train_data_dir}", Path(args.train_data_dir).name
         try:
-            folder = ImageFolder(args.train_data_dir, labels="folders" if cfg.num_classes else None)
+            folder = ImageFolder(args.train_data_dir, labels="folders" if cfg.num_classes else None, convert=True,
+                                 **crop)
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from e
-        if len(folder) < 2:
-            raise ValueError(f"{source}: needs at least 2 images (one is held out), found {len(folder)}")
-        order = np.random.default_rng(0).permutation(len(folder))
-        n_eval = max(1, int(round(HOLDOUT_FRACTION * len(folder))))
-        ev, tr = np.sort(order[:n_eval]), np.sort(order[n_eval:])
-        tr_x, tr_y, ev_x, ev_y = folder.images[tr], folder.labels[tr], folder.images[ev], folder.labels[ev]
-        name = Path(args.train_data_dir).name
-    _, h, w, c = tr_x.shape
-    if c != cfg.in_channels:
-        raise ValueError(f"{source}: images have {c} channel(s) but the model config has in_channels={cfg.in_channels}")
-    if (h, w) != (cfg.sample_size, cfg.sample_size):
-        raise ValueError(f"{source}: images are {h}×{w} but the model config has sample_size={cfg.sample_size}")
+        (tr_x, tr_y), (ev_x, ev_y) = held_out_split(folder.images, folder.labels, source)
+    else:
+        source = f"--dataset_name {args.dataset_name}"
+        name = args.dataset_name if not Path(args.dataset_name).exists() else Path(args.dataset_name).name
+        try:
+            (tr_x, tr_y), (ev_x, ev_y) = load_hf_data(args, cfg)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from e
+        except ImportError as e:
+            raise ImportError(f"{source}: {e}") from e
+    ev_x = stack_images(ev_x, size)
     if cfg.num_classes is not None and max(tr_y.max(), ev_y.max()) >= cfg.num_classes:
         raise ValueError(f"{source}: labels go up to {max(tr_y.max(), ev_y.max())} but num_classes={cfg.num_classes}")
     global_batch = args.train_batch_size * _world_size()
@@ -637,8 +699,58 @@ def load_data(args: TrainingConfig, model: ARBackbone) -> Data:
         raise ValueError(f"{source}: {len(tr_x)} training images, fewer than one batch of {global_batch} "
                          f"(--train_batch_size × processes)")
     if cfg.num_bits < 8:  # keep the top num_bits bits: levels 0 … 2^bits − 1
-        tr_x, ev_x = tr_x >> (8 - cfg.num_bits), ev_x >> (8 - cfg.num_bits)
+        shift = 8 - cfg.num_bits
+        tr_x = tr_x >> shift if isinstance(tr_x, np.ndarray) else [a >> shift for a in tr_x]
+        ev_x = ev_x >> shift
     return Data(tr_x, tr_y, ev_x[: args.eval_max_images], ev_y[: args.eval_max_images], name)
+
+
+def load_hf_data(args: TrainingConfig, cfg) -> tuple[tuple, tuple]:
+    """``--dataset_name``: (train images, labels) and (held-out images, labels): its validation or test split, else
+    a fixed 10 % of its training split."""
+    splits = load_hf_splits(args.dataset_name, args.dataset_config_name)
+    train, held_out = train_and_eval_splits(splits)
+    columns = splits[train].column_names
+    if cfg.num_classes is None:
+        if args.class_column is not None:
+            raise ValueError(f"--class_column {args.class_column}: the model is unconditional (num_classes=null)")
+        class_column = None
+    else:
+        class_column = args.class_column or ("label" if "label" in columns else None)
+        if class_column is None:
+            raise ValueError(f"the model is class-conditional (num_classes={cfg.num_classes}): name the class column "
+                             f"with --class_column (the columns are {columns})")
+
+    def read(split: str, center_crop: bool, classes=None):
+        dataset = splits[split]
+        try:
+            images = hf_images(dataset, args.image_column, channels=cfg.in_channels, resolution=cfg.sample_size,
+                               center_crop=center_crop)
+            if class_column is None:
+                return images, np.zeros(len(dataset), dtype=np.int64), None
+            return images, *hf_labels(dataset, class_column, classes)
+        except ValueError as e:
+            raise ValueError(f"split {split!r}: {e}") from e
+
+    tr_x, tr_y, classes = read(train, args.center_crop)
+    if held_out is None:
+        return held_out_split(tr_x, tr_y, f"--dataset_name {args.dataset_name}")
+    ev_x, ev_y, _ = read(held_out, True, classes)
+    return (tr_x, tr_y), (ev_x, ev_y)
+
+
+def held_out_split(images, labels: np.ndarray, source: str) -> tuple[tuple, tuple]:
+    """A fixed 10 % of the images (a permutation seeded 0) held out for evaluation: (train, held out) pairs."""
+    if len(images) < 2:
+        raise ValueError(f"{source}: needs at least 2 images (one is held out), found {len(images)}")
+    order = np.random.default_rng(0).permutation(len(images))
+    n_eval = max(1, int(round(HOLDOUT_FRACTION * len(images))))
+    ev, tr = np.sort(order[:n_eval]), np.sort(order[n_eval:])
+
+    def take(idx):
+        return images[idx] if isinstance(images, np.ndarray) else [images[i] for i in idx]
+
+    return (take(tr), labels[tr]), (take(ev), labels[ev])
 
 
 def _world_size() -> int:

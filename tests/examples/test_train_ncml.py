@@ -427,6 +427,132 @@ def test_bf16_200_steps(tmp_path):
     assert rows[-1]["train/loss"] < rows[0]["train/loss"]
 
 
+# ---- your own images: a folder of mixed sizes and modes, a 🤗 dataset saved with save_to_disk -------------------
+def mixed_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """RGBA, palette, grey and RGB images of sizes from 6×6 to 13×13, square or not."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h, w = (int(v) for v in rng.integers(6, 14, size=2))
+        rgba = Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+        out.append(rgba if i % 4 == 0 else rgba.convert(("P", "L", "RGB")[i % 4 - 1]))
+    return out
+
+
+def mixed_folder(folder: Path, n: int = 24, classes=("cat", "dog")) -> Path:
+    """``n`` images of mixed sizes and modes in class subfolders, PNG and (for grey and RGB) JPEG."""
+    for i, image in enumerate(mixed_images(n)):
+        sub = folder / classes[i % len(classes)]
+        sub.mkdir(parents=True, exist_ok=True)
+        image.save(sub / f"{i}.{'jpg' if image.mode in ('L', 'RGB') and i % 3 else 'png'}")
+    return folder
+
+
+TINY_FLAGS = ["--max_train_steps", "2", "--checkpointing_steps", "0", "--train_batch_size", "4",
+              "--eval_t_fractions", "0.5"]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_trains_on_an_image_folder_of_mixed_sizes_and_modes(script, tmp_path, channels):
+    folder = mixed_folder(tmp_path / "images")
+    modes = {Image.open(p).mode for p in folder.rglob("*.*")}
+    assert modes == {"RGBA", "P", "L", "RGB"} and {p.suffix for p in folder.rglob("*.*")} == {".png", ".jpg"}
+    config = write_config(tmp_path, model={"in_channels": channels, "num_classes": 2}, training={"dataset": None})
+    out = tmp_path / "o"
+    result = script.main(["--config", str(config), "--train_data_dir", str(folder), "--output_dir", str(out),
+                          "--random_flip", *TINY_FLAGS])
+    assert result.step == 2 and np.isfinite(result.metrics["eval/bpd_t=0"])
+    assert result.model.config.in_channels == channels and result.model.config.num_classes == 2
+    assert "train/loss" in metrics(out)[-2]
+
+
+def test_trains_on_a_saved_hf_dataset_with_its_test_split(script, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"picture": datasets.Image(), "digit": datasets.ClassLabel(num_classes=3)})
+    train = datasets.Dataset.from_dict({"picture": mixed_images(12), "digit": [i % 3 for i in range(12)]}, features)
+    test = datasets.Dataset.from_dict({"picture": mixed_images(3, 1), "digit": [0, 1, 2]}, features)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "saved")
+    config = write_config(tmp_path, model={"in_channels": 3, "num_classes": 3}, training={"dataset": None})
+    out = tmp_path / "o"
+    result = script.main(["--config", str(config), "--dataset_name", str(tmp_path / "saved"), "--image_column",
+                          "picture", "--class_column", "digit", "--resolution", "6", "--center_crop",
+                          "--output_dir", str(out), *TINY_FLAGS])
+    assert result.step == 2 and np.isfinite(result.metrics["eval/bpd_t=0"])
+    assert result.model.config.sample_size == 6  # --resolution sets the model's size
+    assert json.loads((out / "backbone" / "config.json").read_text())["sample_size"] == 6
+    card = (out / "README.md").read_text()
+    assert "12 train / 3 held-out images" in card  # the test split, not a carve of train
+    # one Dataset (no splits) saved to disk: 10 % of it is held out
+    train.save_to_disk(tmp_path / "single")
+    result = script.main(["--config", str(config), "--dataset_name", str(tmp_path / "single"), "--image_column",
+                          "picture", "--class_column", "digit", "--output_dir", str(tmp_path / "p"), *TINY_FLAGS])
+    assert result.step == 2 and "11 train / 1 held-out images" in (tmp_path / "p" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("model, flags, match", [
+    ({}, ["--image_column", "picture", "--class_column", "digit"], "--class_column digit: the model is unconditional"),
+    ({}, ["--image_column", "image"], r"split 'train': no image column 'image'; the columns are \['picture', "),
+    ({"num_classes": 3}, ["--image_column", "picture"], r"\(num_classes=3\): name the class column with --class"),
+    ({}, ["--image_column", "picture", "--dataset_config_name", "x"], "saved with save_to_disk"),
+])
+def test_bad_hf_dataset_flags(script, tmp_path, model, flags, match):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"picture": mixed_images(3), "digit": [0, 1, 2]}).save_to_disk(tmp_path / "saved")
+    config = write_config(tmp_path, model=model, training={"dataset": None})
+    with pytest.raises(ValueError, match=f"^--dataset_name {re.escape(str(tmp_path / 'saved'))}: .*{match}"):
+        script.main(["--config", str(config), "--dataset_name", str(tmp_path / "saved"), "--output_dir",
+                     str(tmp_path / "o"), *flags])
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_flags_that_do_not_fit_together(script, tmp_path):
+    config = write_config(tmp_path)  # its training section names --dataset digits
+    base = ["--config", str(config), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match="--class_column needs --dataset_name"):
+        script.main(base + ["--class_column", "label"])
+    with pytest.raises(ValueError, match="--dataset_name and --train_data_dir are exclusive"):
+        script.main(base + ["--dataset_name", "x", "--train_data_dir", "y"])
+    with pytest.raises(ValueError, match="--dataset_name .*missing: cannot load the dataset"):
+        script.main(base + ["--dataset_name", str(tmp_path / "missing")])  # replaces the config's --dataset
+    with pytest.raises(ValueError, match="digits: images are 8×8 .*sample_size=12 .*--resolution 12"):
+        script.main(base + ["--config", str(write_config(tmp_path, model={"sample_size": 12}))])
+    assert not (tmp_path / "o").exists()
+
+
+def test_random_crops_and_flips_resume_exactly(script, tmp_path):
+    folder = mixed_folder(tmp_path / "images", n=20, classes=("all",))
+    config = write_config(tmp_path, training={"dataset": None})
+    common = ["--config", str(config), "--train_data_dir", str(folder), "--max_train_steps", "4",
+              "--checkpointing_steps", "2", "--train_batch_size", "4", "--random_flip"]
+    full, resumed, plain = tmp_path / "full", tmp_path / "resumed", tmp_path / "plain"
+    script.main(common + ["--output_dir", str(full)])
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
+    script.main(common + ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
+    assert_same_state(load_checkpoint_files(full / "checkpoint-4"), load_checkpoint_files(resumed / "checkpoint-4"))
+    # the crops and flips changed what was trained on: the same run with centre crops and no flips differs
+    script.main([a for a in common if a != "--random_flip"] + ["--center_crop", "--output_dir", str(plain)])
+    assert [r["train/loss"] for r in metrics(full) if "train/loss" in r] != \
+        [r["train/loss"] for r in metrics(plain) if "train/loss" in r]
+
+
+def test_every_bundled_dataset_has_a_config_that_trains(script, tmp_path):
+    from ncml.data import DATASETS
+
+    configs = {"mnist5k": "ncpn_mnist_vp.json", "digits": "ncpn_digits_vp.json"}
+    assert set(configs) == set(DATASETS)
+    for name, file in configs.items():
+        args, config = script.parse_args(["--config", str(ROOT / "examples" / "configs" / file), "--dataset", name])
+        model, _, _ = script.build_components(config, args)
+        data = script.load_data(args, model)
+        assert data.train_images.shape[1:] == (model.config.sample_size,) * 2 + (model.config.in_channels,)
+    # the README's command line with --dataset digits, shortened
+    out = tmp_path / "digits"
+    result = script.main(["--config", str(ROOT / "examples" / "configs" / "ncpn_digits_vp.json"), "--output_dir",
+                          str(out), "--max_train_steps", "1", "--checkpointing_steps", "0", "--eval_max_images", "16",
+                          "--num_sample_images", "0"])
+    assert result.step == 1 and np.isfinite(result.metrics["eval/bpd_t=0"])
+
+
 # ---- bad input: a clear error before training starts --------------------------------------------------------------
 def save_pngs(folder: Path, shapes, mode="L"):
     folder.mkdir(parents=True, exist_ok=True)
@@ -437,8 +563,8 @@ def save_pngs(folder: Path, shapes, mode="L"):
 @pytest.mark.parametrize("case, match", [
     ("missing_folder", "train_data_dir.*not a folder"),
     ("empty_folder", "train_data_dir.*holds no"),
-    ("mixed_sizes", "mixed sizes"),
-    ("rgb_for_grey_model", "channel"),
+    ("broken_file", r"--train_data_dir .*images: .*2\.png: cannot read the image"),
+    ("truncated_jpeg", r"--train_data_dir .*images: .*1\.jpg: cannot read the image.*truncated"),
     ("one_image", "at least 2 images"),
 ])
 def test_bad_image_folder(script, tmp_path, case, match):
@@ -446,10 +572,14 @@ def test_bad_image_folder(script, tmp_path, case, match):
     folder = tmp_path / "images"
     if case == "empty_folder":
         folder.mkdir()
-    elif case == "mixed_sizes":
-        save_pngs(folder, [(8, 8), (8, 8), (12, 12)])
-    elif case == "rgb_for_grey_model":
-        save_pngs(folder, [(8, 8, 3)] * 3, mode="RGB")
+    elif case == "broken_file":
+        save_pngs(folder, [(8, 8), (8, 8)])
+        (folder / "2.png").write_bytes(b"\x89PNG\r\n not really")
+    elif case == "truncated_jpeg":
+        save_pngs(folder, [(8, 8)])
+        photo = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(folder / "1.jpg")
+        (folder / "1.jpg").write_bytes((folder / "1.jpg").read_bytes()[:1500])
     elif case == "one_image":
         save_pngs(folder, [(8, 8)])
     with pytest.raises(ValueError, match=match):
