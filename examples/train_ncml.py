@@ -173,6 +173,8 @@ class TrainingConfig:
     init_from: str | None = flag(None, "start from these weights: a pipeline folder or repo id (its backbone), "
                                        "same model config, or an unconditional one for a class-conditional run "
                                        "(the class embedding then starts at zero)")
+    new_params_lr_scale: float = flag(1.0, "with --init_from: learning-rate multiplier of the parameters its source "
+                                           "lacks (a new class embedding, started at zero)", minimum=0)
     # the SDE and the loss: override the config's scheduler / loss sections
     sde: str | None = flag(None, "noising SDE (default: the config's, else vp)", choices=tuple(sorted(SDES)))
     t_max: float | None = flag(None, "T, the largest time trained on (the scheduler's t_max); default: the "
@@ -387,10 +389,10 @@ def from_section(cls, section: dict, name: str, **flags):
             from e
 
 
-def init_weights(model: ARBackbone, path_or_repo_id: str) -> None:
+def init_weights(model: ARBackbone, path_or_repo_id: str) -> list[str]:
     """Copy the backbone weights of a saved pipeline (or a backbone folder) into ``model``. Configs must match, except
     that an unconditional source may start a class-conditional ``model``: its class embedding (the only new
-    parameter) starts at zero, so step 0 is the source model for every label."""
+    parameter) starts at zero, so step 0 is the source model for every label. Returns the new parameters' names."""
     folder = hub_utils.resolve_folder(path_or_repo_id)
     sub = "backbone" if (folder / "backbone").is_dir() else None
     source = type(model).from_pretrained(str(folder), subfolder=sub)
@@ -405,6 +407,31 @@ def init_weights(model: ARBackbone, path_or_repo_id: str) -> None:
     if add_classes:
         state["embedding.class_embedding.weight"] = torch.zeros_like(model.embedding.class_embedding.weight)
     model.load_state_dict(state)
+    return sorted(set(state) - set(source.state_dict()))
+
+
+def parameter_groups(model: ARBackbone, args: TrainingConfig) -> list[dict]:
+    """Adam's parameter groups: every parameter at the learning rate, except (with ``--init_from`` and
+    ``--new_params_lr_scale``) those the source lacks, at ``new_params_lr_scale`` times it. A new class embedding
+    that starts at zero gets gradients that are small and noisy beside the trained network's, so at the common rate
+    it barely moves. Measured on MNIST-5k (the bundled NCML model made conditional, batch 32, lr 3e-4): at scale 1 its
+    rows had norms of 0.03 after 1,100 steps and the exact Bayes classifier was at chance; at scale 100 after 1,500
+    steps, norms of about 1.1, Bayes accuracy 26 % and 35 % of unguided samples of the requested digit. A warm
+    start is therefore no substitute for training a class-conditional model from scratch."""
+    new = set(new_parameter_names(model, args.init_from)) if args.init_from and args.new_params_lr_scale != 1 else set()
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in new], "lr_scale": 1.0}]
+    if new:
+        groups.append({"params": [p for n, p in model.named_parameters() if n in new],
+                       "lr_scale": args.new_params_lr_scale})
+    return groups
+
+
+def new_parameter_names(model: ARBackbone, path_or_repo_id: str) -> list[str]:
+    """Parameters of ``model`` that ``init_weights`` does not take from ``path_or_repo_id``."""
+    folder = hub_utils.resolve_folder(path_or_repo_id)
+    sub = "backbone" if (folder / "backbone").is_dir() else None
+    source = set(type(model).from_pretrained(str(folder), subfolder=sub).state_dict())
+    return sorted(n for n, _ in model.named_parameters() if n not in source)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -451,8 +478,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     set_seed(args.seed, device_specific=True)  # dropout: a different stream per process, restored on resume
 
     # 3. optimizer and EMA; a checkpoint holds them, the live weights and every process's RNGs
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                 weight_decay=args.adam_weight_decay)
+    optimizer = torch.optim.Adam(parameter_groups(model, args), lr=args.learning_rate,
+                                 betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay)
     # the EMA copy is made before prepare(): evaluation and the release run in float32, outside autocast
     ema_model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -542,7 +569,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
                     if args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate_at(step, args)
+                        group["lr"] = learning_rate_at(step, args) * group["lr_scale"]
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             nll, clean = out.nll_per_dim.detach(), out.t == 0
@@ -1016,6 +1043,7 @@ def load_checkpoint(folder: Path, meta: dict, accelerator, *, model: ARBackbone,
         groups = meta["optimizer"]["param_groups"]
         for live, saved in zip(optimizer.param_groups, groups):  # JSON has lists where torch keeps tuples (betas)
             saved.update({k: tuple(saved[k]) for k, v in live.items() if isinstance(v, tuple) and k in saved})
+            saved.setdefault("lr_scale", live["lr_scale"])  # checkpoints written before learning-rate scales
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     if accelerator.scaler is not None and meta.get("grad_scaler") is not None:
         with _reading(folder / CHECKPOINT_META):

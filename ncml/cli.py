@@ -4,7 +4,7 @@
     ncml evaluate    --dataset mnist5k --num-images 200                  # bits/dim against t (clean, noised)
     ncml sanity-test --dataset mnist5k --num-images 200                  # LSB flips: NLL and Δlog p (Fig. 4)
     ncml ood         --dataset mnist5k --ood-dataset fashion-mnist       # AUROC and histograms
-    ncml classify    --pipeline ncpn-mnist5k-vp-cond --noise-std 0 8 32  # exact Bayes classifier accuracy
+    ncml classify    --pipeline COND_PIPELINE --noise-std 0 8 32         # exact Bayes classifier accuracy
 
 Every command takes ``--pipeline PATH_OR_REPO_ID`` (a pipeline folder or a Hub repo id; default: the bundled
 model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits``, the
@@ -396,7 +396,7 @@ def cmd_classify(args) -> None:
     num_classes = backbone.config.num_classes
     if num_classes is None:
         raise CLIError(f"--pipeline {args.pipeline or DEFAULT_PIPELINE}: the model is unconditional; classify "
-                       "needs a class-conditional one (e.g. --pipeline ncpn-mnist5k-vp-cond)")
+                       "needs a class-conditional one")
     levels = 2**backbone.config.num_bits - 1
     times = []
     for std in args.noise_std:
