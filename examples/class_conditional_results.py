@@ -17,7 +17,8 @@ Stages (``--stage``):
   both; the Bayes classifier evaluates at the ``t`` where ``s(t)/m(t)`` matches σ, ``ncml.evaluation.matched_time``).
 
 * ``ship --release DIR``: copies a finished training run's release pipeline (``DIR``, the ``--output_dir`` of
-  ``examples/train_ncml.py``) into the package as ``ncpn-mnist5k-vp-cond`` with its training log, the sampler
+  ``examples/train_ncml.py`` with ``examples/configs/ncpn_mnist_vp_cond.json``) into the package as
+  ``ncpn-mnist5k-vp-cond`` with its training log and the trainer's record of the run, the sampler
   settings of the unconditional bundled model (chosen there on validation digits; not re-tuned) and a model card
   (with the validation figures once the validate stage has run).
 
@@ -174,6 +175,14 @@ BUNDLED = ROOT / "ncml" / "bundled-pipelines"
 NAME = "ncpn-mnist5k-vp-cond"
 
 
+def training_section(release: Path) -> list[str]:
+    """The "## Training" section of the model card that ``examples/train_ncml.py`` wrote, without its heading."""
+    text = (release / "README.md").read_text().split("## Training", 1)
+    if len(text) < 2:
+        raise SystemExit(f"--release {release}: its README.md has no '## Training' section")
+    return text[1].split("\n## ", 1)[0].strip().splitlines()
+
+
 def ship(release: Path, report: dict) -> None:
     """Copy the release pipeline in ``release`` into the package and write its card (see the module docstring)."""
     import shutil
@@ -197,8 +206,8 @@ def ship(release: Path, report: dict) -> None:
     lines = ["---", "datasets:", "- mnist5k", "library_name: ncml", "license: apache-2.0", "tags:", "- ncml",
              "- autoregressive", "- noise-conditional", "- class-conditional", "- NCPNModel", "---", "",
              "# Class-conditional NCPNModel trained with NCML on mnist5k", "",
-             f"The bundled `ncpn-mnist5k-vp` NCML model made class-conditional ({params:,} parameters): the same "
-             "network plus a class embedding (10 digits and a null class meaning \"no label\"), so one network "
+             f"The NCPN of the bundled `ncpn-mnist5k-vp` with a class embedding ({params:,} parameters; 10 digits "
+             "and a null class meaning \"no label\"), trained by NCML with label dropout, so one network "
              "gives p_θ,t(x | y) and p_θ,t(x), which classifier-free guidance combines and which give the exact "
              "Bayes classifier p(y | x).", "",
              "```python", "import ncml", "from ncml import NCMLClassConditionalPipeline", "",
@@ -207,14 +216,10 @@ def ship(release: Path, report: dict) -> None:
              "log_post = ncml.evaluation.class_posterior(pipe.backbone, uint8_digits)  # (N, 10) log p(y | x)",
              "```", "",
              "## How it was trained", "",
-             "1. The unconditional `ncpn-mnist5k-vp` (6,000 + 600 steps of batch 32; its model card has the details).",
-             f"2. {steps:,} more steps of batch 32 with `examples/train_ncml.py --config "
-             "examples/configs/ncpn_mnist_vp_cond.json --init_from ncml/bundled-pipelines/ncpn-mnist5k-vp "
-             "--new_params_lr_scale 100` (the class embedding starts at zero and learns at 100 times the rate of "
-             "the rest: at the common rate it had barely moved after 1,100 steps), the winning noise-level "
-             "recipe of the unconditional ablation (t = 0 for half of the examples, else log t ~ U[log 1e-4, log 0.1]; VP SDE, T = 0.1), label dropout "
-             "0.1, learning rate 3e-4 with 50 warm-up steps, EMA 0.995, seed 0, on the training digits without the "
-             f"500 validation digits (`docs/training/{NAME}.metrics.jsonl`).", "",
+             f"{steps:,} steps with `examples/train_ncml.py --config examples/configs/ncpn_mnist_vp_cond.json` (label "
+             f"dropout 0.1 for the null class), on the training digits without the 500 validation digits "
+             f"(`docs/training/{NAME}.metrics.jsonl`); the training script's own record of the run:", "",
+             *training_section(release), "",
              f"Validation bits/dim at t = 0 given the true label (200 validation digits, EMA): "
              f"{final['eval/bpd_t=0']:.4f}.", "",
              "The sampler settings (`sampling_config.json`) are those chosen for the unconditional model on the "

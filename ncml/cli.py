@@ -48,7 +48,7 @@ def load_pipeline(spec: str | None, device: str):
         except (ImportError, AttributeError, FileNotFoundError, ValueError, KeyError) as e:
             raise CLIError(f"the bundled pipeline {DEFAULT_PIPELINE!r} is not available in this installation "
                            f"({type(e).__name__}: {e}); pass --pipeline PATH_OR_REPO_ID") from e
-    elif spec in bundled.available() and not Path(spec).exists():  # a bundled name, e.g. ncpn-mnist5k-vp-cond
+    elif spec in bundled.available() and not Path(spec).exists():  # a bundled name, e.g. ncpn-mnist5k-mle
         spec = str(bundled.pretrained(spec))
     try:
         folder = hub_utils.resolve_folder(spec)
