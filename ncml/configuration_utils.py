@@ -59,13 +59,25 @@ def resolve_class(library: str, class_name: str, base: type, *, argname: str) ->
     if cls is None:
         cls = _REGISTRY.get((library, class_name))
     if not isinstance(cls, type):
-        raise ValueError(
-            f"{argname}: class [{library!r}, {class_name!r}] is not an ncml class (only ncml classes and imported "
-            f"subclasses of ncml base classes are resolved; nothing is imported by name)"
-        )
+        raise ValueError(f"{argname}: class [{library!r}, {class_name!r}] is not an ncml class, nor an imported "
+                         f"subclass of an ncml base class: {_where_looked(library, class_name)}")
     if not issubclass(cls, base):
         raise ValueError(f"{argname}: {class_name} is not a {base.__name__}")
     return cls
+
+
+def _where_looked(library: str, class_name: str) -> str:
+    """Where :func:`resolve_class` looked for ``[library, class_name]``, and what to do about it."""
+    if library == "ncml":
+        return (f"ncml's public classes (ncml.__all__) have no {class_name!r}. A class of another package is "
+                f"recorded under that package's name, not 'ncml'; check the name")
+    if library == "__main__":
+        return (f"no class {class_name!r} defined in __main__ (the script or notebook that saved the folder) has "
+                f"been created in this process. Define or import that class in your __main__ before loading, or "
+                f"move it into an importable package, import it from there and save the folder again")
+    return (f"looked among the already-imported subclasses defined in the package {library!r} and found none named "
+            f"{class_name!r}. Nothing is imported because a file names it: import the package defining the class "
+            f"first (`import {library}`, or the module of {library!r} that defines {class_name}), then load again")
 
 
 def add_item_access(config_class: type) -> None:

@@ -6,9 +6,13 @@ so models, schedulers and pipelines share one notion of "a folder or a Hub repo 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +357,154 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | No
         raise HubConnectionError(
             f"cannot upload to the Hub repo repo_id={repo_id!r}: the Hugging Face Hub could not be reached "
             f"({_describe(e)}). Check the network connection and proxy settings and retry") from e
+
+
+# ---- folders swapped in whole (pipeline components) -------------------------------------------------
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100  # linux/fcntl.h
+_renameat2_fn: Any = None
+
+
+def _renameat2():
+    """libc's ``renameat2`` (Linux, glibc ≥ 2.28) through ctypes, or ``None`` where there is none."""
+    global _renameat2_fn
+    if _renameat2_fn is None:
+        fn = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+                if fn:
+                    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                    fn.restype = ctypes.c_int
+            except (OSError, AttributeError):
+                fn = False
+        _renameat2_fn = fn
+    return _renameat2_fn or None
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap ``a`` and ``b`` (both must exist) in one atomic step: Linux ``renameat2(RENAME_EXCHANGE)``.
+
+    Returns ``False`` where that is not possible (another OS, an old C library, a file system without it, or a
+    path that does not exist); the paths are then as they were. Other errors raise ``OSError``.
+    """
+    import ctypes
+
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+def swap_folder_into_place(new: str | os.PathLike, final: str | os.PathLike, *,
+                           aside: str | os.PathLike) -> Path | None:
+    """Put the complete folder ``new`` at ``final``, replacing what is there; return the path that now holds the
+    replaced folder (for the caller to remove), or ``None`` if there was none.
+
+    Where the OS offers it (:func:`exchange_paths`), the two are exchanged atomically: ``final`` is at every moment
+    either the old or the new folder, and the old one ends up at ``new``. Elsewhere the old folder is first renamed to
+    ``aside``, then ``new`` is renamed to ``final``: for a moment there is no ``final``, which readers must tolerate
+    (a retry), and a crash in between leaves ``final`` missing and the old folder at ``aside``. ``final`` must be a
+    folder (or missing); a symbolic link there is replaced, never followed.
+    """
+    new, final, aside = Path(new), Path(final), Path(aside)
+    old = None
+    for _ in range(100):  # repeated only while another process keeps putting folders at `final`
+        if final.is_symlink() or final.exists():
+            if not (final.is_dir() or final.is_symlink()):
+                raise FileExistsError(f"{final} exists and is not a folder; it cannot be replaced by one")
+            if old is None and exchange_paths(new, final):
+                return new
+            if old is not None:  # a folder we moved aside before was replaced by another writer's anyway
+                remove_path(old)
+            try:
+                os.rename(final, aside)
+                old = aside
+            except FileNotFoundError:
+                old = None  # moved away meanwhile
+        try:
+            os.rename(new, final)
+            return old
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    raise OSError(f"could not put {new} in place of {final}: another process kept replacing it (100 tries)")
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a folder tree, a file or a symbolic link (the link, never what it points to); missing is fine;
+    errors are ignored (what remains is hidden debris, never a pipeline's file)."""
+    path = Path(path)
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, shared: bool = False, timeout: float | None = None):
+    """Hold an advisory lock (``flock``) on ``folder`` itself: exclusive for a writer, ``shared`` for readers.
+
+    Writers of one folder take turns, and a reader holding the shared lock sees no writer that takes the lock. No
+    lock file is created. ``timeout`` (seconds) bounds the wait; ``None`` waits as long as it takes. Yields ``True``
+    if the lock is held, ``False`` where it could not be had in time, or the platform or file system offers none
+    (then nothing is serialised).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield False
+        return
+    try:
+        yield _flock(fcntl, fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, timeout)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _flock(fcntl, fd: int, operation: int, timeout: float | None) -> bool:
+    import time
+
+    try:
+        if timeout is None:
+            fcntl.flock(fd, operation)
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+    except OSError:  # e.g. a file system without locks
+        return False

@@ -429,6 +429,7 @@ def test_pipeline_config_is_the_model_index(pipe, tmp_path):
         config["scheduler"] = ("ncml", "VESDEScheduler")
     pipe.save_pretrained(tmp_path)
     saved = hub_utils.read_json(tmp_path / "model_index.json")
+    assert isinstance(saved.pop("_save_id"), str)  # the id of that save, not part of the config
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()} == dict(config)
 
 

@@ -143,7 +143,9 @@ def test_load_by_path_and_by_repo_id_gives_identical_images(pipe, saved, hub_cac
 
 
 def test_component_overrides(saved):
-    pipe = NCMLPipeline.from_pretrained(saved, scheduler=VESDEScheduler(t_max=0.3))
+    pipe = NCMLPipeline.from_pretrained(saved, scheduler=VPSDEScheduler(beta_max=10.0))  # same SDE class and T
+    assert pipe.scheduler.config.beta_max == 10.0
+    pipe = NCMLPipeline.from_pretrained(saved, scheduler=VESDEScheduler(t_max=0.3), allow_scheduler_mismatch=True)
     assert isinstance(pipe.scheduler, VESDEScheduler) and pipe.scheduler.t_max == 0.3
     with pytest.raises(TypeError, match="schedular"):
         NCMLPipeline.from_pretrained(saved, schedular=VESDEScheduler())
