@@ -37,7 +37,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
-from .ncpn_cache import Canvas, FeatureMap, NCPNCache, half, rows_nchw, window
+from .ncpn_cache import Canvas, FeatureMap, NCPNCache, half, rows_nchw
 
 
 @dataclass(frozen=True)
@@ -385,7 +385,7 @@ class _Steps:
     """``NCPNModel.incremental_steps``: an :class:`~ncml.models.ncpn_cache.IncrementalNetwork`."""
 
     rows: list  # (level, step(r)): the u stream, one row per step
-    positions: list  # (level, step(r, c)): the ul stream, one position per step
+    positions: list  # (level, start(r), at(r, c)): the ul stream, prepared once per row, one position per step
     head: _HeadPositions  # head(c) -> (B, P)
 
 
@@ -398,7 +398,7 @@ class _IncrementalSteps:
 
     def _add(self, row_step, position_step, level: int) -> tuple[FeatureMap, FeatureMap]:
         self.rows.append((level, row_step.row))
-        self.positions.append((level, position_step.at))
+        self.positions.append((level, position_step.start, position_step.at))
         return row_step.out, position_step.out
 
     def input(self, conv_u, conv_ul_down, conv_ul_right, canvas: Canvas):
@@ -423,6 +423,8 @@ class _IncrementalSteps:
 
 
 # ---- incremental forms of the layers (for NCPNCache; dropout is not applied, as in eval()) ------------------------
+# Position steps (the ul stream) write into their map's current row in place; every 2-row kernel is split into its top
+# row, applied to the whole previous row by ``start(r)`` (with the biases), and its bottom row, applied per position.
 def _frozen(module) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight-normalised ``(weight, bias)`` of a shifted (de)convolution or ``nin``, evaluated once."""
     layer = next(getattr(module, name) for name in ("conv", "deconv", "linear") if hasattr(module, name))
@@ -434,9 +436,16 @@ def _conv_row(out: torch.Tensor) -> torch.Tensor:
     return out[:, :, 0].transpose(1, 2)
 
 
-def _flat(weight: torch.Tensor) -> torch.Tensor:
-    """A conv weight ``(C_out, C_in, kh, kw)`` as a matrix ``(C_out, kh·kw·C_in)`` matching channels-last windows."""
-    return weight.permute(0, 2, 3, 1).flatten(1)
+def _kernel_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2-row conv weight ``(C_out, C_in, 2, kw)`` as two matrices ``(kw·C_in, C_out)`` (top row, bottom row) that
+    multiply channels-last windows (order ``(kw, C_in)``) from the right."""
+    return tuple(weight[:, :, k].permute(2, 1, 0).flatten(0, 1).contiguous() for k in range(2))
+
+
+def _row_buffer(like: torch.Tensor, width: int, channels: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A ``(B, W, C)`` buffer for row-wide partial sums and its per-column views ``(B, C)``."""
+    buffer = like.new_zeros(like.shape[0], width, channels)
+    return buffer, [buffer[:, c] for c in range(width)]
 
 
 class _InputRows:
@@ -455,23 +464,38 @@ class _InputRows:
 
 
 class _InputPositions:
-    """``ul_init_down`` (1×3 over row ``i − 1``) + ``ul_init_right`` (2×1 over rows ``i − 1, i``, column ``j − 1``)."""
+    """``ul_init_down`` (1×3 over row ``i − 1``) + ``ul_init_right`` (2×1 over rows ``i − 1, i``, column ``j − 1``).
+
+    Both shifts zero their first row / column, biases included. Everything but the 2×1 kernel's bottom tap (the
+    pixel just drawn to the left) is known when a row starts.
+    """
 
     def __init__(self, down: DownShiftedConv2d, right: DownRightShiftedConv2d, canvas: Canvas, like: torch.Tensor):
-        w_down, self.b_down = _frozen(down)
-        w_right, self.b_right = _frozen(right)
-        self.w_down, self.w_right = _flat(w_down), _flat(w_right)
-        self.pixels = canvas.pixels
+        w_down, self.b_down = _frozen(down)  # (F, C + 1, 1, 3)
+        w_right, self.b_right = _frozen(right)  # (F, C + 1, 2, 1)
+        self.w_down = w_down[:, :, 0].flatten(1)  # order (C + 1, kw), as unfold gives
+        self.w_right_top, self.w_right_bottom = (w_right[:, :, k, 0].t().contiguous() for k in range(2))
+        self.pixels, self.width = canvas.pixels, canvas.width
         self.out = FeatureMap(like, w_down.shape[0], canvas.height, canvas.width, level=canvas.level)
+        self.partial, self.partial_at = _row_buffer(like, canvas.width, w_down.shape[0])
+        self.left = []  # the canvas's current row at data columns c − 1 (c ≥ 1), (B, C + 1) each
+
+    def start(self, r: int) -> None:
+        self.out.advance(r)
+        above = self.pixels[:, r]  # data row r − 1 (row 0 of the canvas is the top padding)
+        torch.add(above[:, :self.width] @ self.w_right_top, self.b_right, out=self.partial)
+        self.partial[:, 0] = 0  # the right shift: column 0 is zero, bias included
+        if r > 0:  # the down shift: row 0 is zero, bias included
+            self.partial += F.linear(above.unfold(1, 3, 1).flatten(2), self.w_down, self.b_down)
+        current = self.pixels[:, r + 1]
+        self.left = [current[:, c] for c in range(self.width)]  # data column c − 1 is padded column c
 
     def at(self, r: int, c: int) -> None:
-        px = self.pixels
-        value = torch.zeros_like(self.b_down).expand(px.shape[0], -1)  # both shifts give zeros at (0, 0)
-        if r > 0:  # down-shift: row 0 is zero
-            value = F.linear(px[:, r, c:c + 3].reshape(px.shape[0], -1), self.w_down, self.b_down)
-        if c > 0:  # right-shift: column 0 is zero
-            value = value + F.linear(px[:, r:r + 2, c].reshape(px.shape[0], -1), self.w_right, self.b_right)
-        self.out.set_at(r, c, value)
+        if c == 0:
+            self.out.raw_at[0].copy_(self.partial_at[0])
+        else:
+            torch.addmm(self.partial_at[c], self.left[c], self.w_right_bottom, out=self.out.raw_at[c])
+        self.out.activate(c)
 
 
 class _DownsizeRows:
@@ -494,13 +518,24 @@ class _DownsizePositions:
 
     def __init__(self, module: DownRightShiftedConv2d, source: FeatureMap, like: torch.Tensor):
         weight, self.bias = _frozen(module)
-        self.weight = _flat(weight)
+        self.w_top, self.w_bottom = _kernel_rows(weight)
         self.source = source
         self.out = FeatureMap(like, weight.shape[0], half(source.height), half(source.width), level=source.level + 1)
+        width, channels = self.out.width, source.channels
+        self.partial, self.partial_at = _row_buffer(like, width, weight.shape[0])
+        # the two source columns 2c − 1, 2c (padded 2c, 2c + 1) of every output column, adjacent in memory
+        self.source_pairs = [source.raw[:, 1, 2 * c:2 * c + 2].flatten(1) for c in range(width)]
+        self.source_top = source.raw[:, 0, :2 * width].unflatten(1, (width, 2)).flatten(2)  # (B, W_l, 2C)
+        assert self.source_top.shape[-1] == 2 * channels
+
+    def start(self, r: int) -> None:
+        assert self.source.row == 2 * r
+        self.out.advance(r)
+        torch.add(self.source_top @ self.w_top, self.bias, out=self.partial)
 
     def at(self, r: int, c: int) -> None:
-        assert self.source.row == 2 * r
-        self.out.set_at(r, c, F.linear(window(self.source.raw, 2 * c), self.weight, self.bias))
+        torch.addmm(self.partial_at[c], self.source_pairs[c], self.w_bottom, out=self.out.raw_at[c])
+        self.out.activate(c)
 
 
 class _UpsizeRows:
@@ -527,14 +562,17 @@ class _UpsizePositions:
     def __init__(self, module: DownRightShiftedDeconv2d, source: FeatureMap, like_map: FeatureMap,
                  like: torch.Tensor):
         weight, self.bias = _frozen(module)  # (C_in, C_out, 2, 2)
-        self.taps = [[weight[:, :, a, b].t().contiguous() for b in range(2)] for a in range(2)]
+        self.taps = [[weight[:, :, a, b].contiguous() for b in range(2)] for a in range(2)]
         self.source = source
         self.out = FeatureMap(like, weight.shape[1], like_map.height, like_map.width, level=like_map.level)
 
-    def at(self, r: int, c: int) -> None:
+    def start(self, r: int) -> None:
         assert self.source.row == r // 2
-        low = self.source.raw[:, 1, c // 2 + 1]
-        self.out.set_at(r, c, F.linear(low, self.taps[r % 2][c % 2], self.bias))
+        self.out.advance(r)
+
+    def at(self, r: int, c: int) -> None:
+        torch.addmm(self.bias, self.source.raw_at[c // 2], self.taps[r % 2][c % 2], out=self.out.raw_at[c])
+        self.out.activate(c)
 
 
 class _ResnetRows:
@@ -566,81 +604,132 @@ class _ResnetRows:
 class _ResnetPositions:
     """:meth:`GatedResnet.positions`: the block in the ``ul`` stream and its attention, one position at a time.
 
-    ``conv_input`` over the 2×2 window and the ``nin`` skip over ``concat_elu(cat(skips))`` at the position are one
-    matrix product: the window and the skips' stored ``concat_elu`` vectors are concatenated, and the ``nin``
-    columns permuted to match (``concat_elu(cat(a, b)) = [a⁺, b⁺, a⁻, b⁻]``; the maps store ``[a⁺, a⁻]``, ``[b⁺, b⁻]``).
+    ``start(r)`` applies the top kernel rows of both convolutions to the previous rows of their inputs, adds the
+    biases, ``W·h`` and the ``nin`` skip from the ``u`` stream (whose row ``r`` is known), for the whole row. Per
+    position: one matrix product per convolution (bottom kernel row; the ``nin`` skip from the ``ul`` stream of the
+    up pass is a second one), the gate, the attention, and the ``concat_elu`` of the two results.
+    ``concat_elu(cat(skips))`` is ``[a⁺, b⁺, a⁻, b⁻]`` while the maps store ``[a⁺, a⁻]``, ``[b⁺, b⁻]``: the ``nin``
+    columns are split per skip map to match.
     """
 
     def __init__(self, module: GatedResnet, source: FeatureMap, skips: list[FeatureMap], h: torch.Tensor,
                  attention: _AttentionPositions | None):
         w_in, b_in = _frozen(module.conv_input)
         w_nin, b_nin = _frozen(module.nin_skip)
-        total = w_nin.shape[1] // 2
-        order, offset = [], 0
+        total, offset, w_skips = w_nin.shape[1] // 2, 0, []
         for skip in skips:
-            channels = skip.elu.shape[-1] // 2
-            order += list(range(offset, offset + channels)) + list(range(total + offset, total + offset + channels))
+            channels = skip.channels
+            order = list(range(offset, offset + channels)) + list(range(total + offset, total + offset + channels))
+            w_skips.append(w_nin[:, order].t().contiguous())  # (2 C_skip, F)
             offset += channels
         assert offset == total, "the ul skips do not match nin_skip"
-        self.w_in = torch.cat([_flat(w_in), w_nin[:, order]], dim=1)
+        self.u_skip, self.w_u_skip = skips[0], w_skips[0]  # the u stream: computed a row at a time
+        self.ul_skip, self.w_ul_skip = (skips[1], w_skips[1]) if len(skips) > 1 else (None, None)
+        self.w_in_top, self.w_in_bottom = _kernel_rows(w_in)
         self.b_in = b_in + b_nin
         w_out, b_out = _frozen(module.conv_out)
-        self.w_out_t = _flat(w_out).t()
-        self.bias_out = b_out + module.embedding_proj(h)  # (B, 2F): conv bias + W·h, once per sampling call
-        self.source, self.skips, self.attention = source, skips, attention
-        filters = w_in.shape[0]
-        self.hidden = FeatureMap(h, filters, source.height, source.width, level=source.level, keep_raw=False)
-        self.out = FeatureMap(h, filters, source.height, source.width, level=source.level)
+        self.w_out_top, self.w_out_bottom = _kernel_rows(w_out)
+        self.bias_out = (b_out + module.embedding_proj(h))[:, None, :]  # (B, 1, 2F): conv bias + W·h, once per call
+        self.source, self.attention = source, attention
+        filters, width = w_in.shape[0], source.width
+        self.hidden = FeatureMap(h, filters, source.height, width, level=source.level, keep_raw=False)
+        self.out = FeatureMap(h, filters, source.height, width, level=source.level)
+        self.partial_in, self.partial_in_at = _row_buffer(h, width, filters)
+        self.partial_out, self.partial_out_at = _row_buffer(h, width, 2 * filters)
+        self.hidden_pre = h.new_zeros(h.shape[0], 1, filters)  # before concat_elu
+        self.hidden_pre_flat = self.hidden_pre[:, 0]
+        self.gated = h.new_zeros(h.shape[0], 2 * filters)  # conv_out: value, gate
+        self.value, self.gate = self.gated[:, :filters], self.gated[:, filters:]
+
+    def start(self, r: int) -> None:
+        self.hidden.advance(r)
+        self.out.advance(r)
+        u = self.u_skip.elu[:, 1, 1:self.u_skip.width + 1]  # (B, W, 2F): row r of the u stream
+        torch.add(self.source.top_windows @ self.w_in_top + u @ self.w_u_skip, self.b_in, out=self.partial_in)
+        torch.add(self.hidden.top_windows @ self.w_out_top, self.bias_out, out=self.partial_out)
 
     def at(self, r: int, c: int) -> None:
-        inputs = [window(self.source.elu, c)] + [s.elu[:, 1, c + 1] for s in self.skips]
-        self.hidden.set_at(r, c, F.linear(torch.cat(inputs, dim=1), self.w_in, self.b_in))
-        out = torch.addmm(self.bias_out, window(self.hidden.elu, c), self.w_out_t)  # (B, 2F)
-        value, gate = out.chunk(2, dim=1)
-        out = torch.addcmul(self.source.raw[:, 1, c + 1], value, torch.sigmoid(gate))
-        if self.attention is not None:
-            out = self.attention(out, r, c)
-        self.out.set_at(r, c, out)
+        pre = self.hidden_pre_flat
+        torch.addmm(self.partial_in_at[c], self.source.window[c], self.w_in_bottom, out=pre)
+        if self.ul_skip is not None:
+            pre.addmm_(self.ul_skip.elu_at[c], self.w_ul_skip)
+        self.hidden.activate(c, self.hidden_pre)
+        torch.addmm(self.partial_out_at[c], self.hidden.window[c], self.w_out_bottom, out=self.gated)
+        self.gate.sigmoid_()
+        out = self.out.raw_at[c]
+        if self.attention is None:
+            torch.addcmul(self.source.raw_at[c], self.value, self.gate, out=out)
+        else:
+            self.attention(torch.addcmul(self.source.raw_at[c], self.value, self.gate), r, c, out=out)
+        self.out.activate(c)
 
 
 class _AttentionPositions:
     """:meth:`CausalAxialAttention.positions`: causal axial attention at one position, with key/value caches.
 
     Row attention at ``(r, c)`` attends to the keys of ``(r, c' ≤ c)`` (the current row's cache, overwritten row by
-    row); column attention to those of ``(r' ≤ r, c)`` (one cache per column). Its LayerNorm is per position.
+    row); column attention to those of ``(r' ≤ r, c)`` (one cache per column). Its LayerNorm is per position; its
+    affine is folded into the ``qkv`` projection, and so are the query scale ``1/√d`` and the output's ``1/√2``.
+    The projection's rows are reordered to ``(head, q/k/v, d)``, so that the query of every head is a strided view
+    for ``bmm`` and the keys and values go into the caches ``(2, B, heads, length, d)`` in one copy.
     """
 
     def __init__(self, module: CausalAxialAttention, height: int, width: int, like: torch.Tensor):
-        self.heads = module.heads
-        self.norms = [(n.weight.detach(), n.bias.detach(), n.eps) for n in module.norms]
-        self.qkv = [(lin.weight.detach(), lin.bias.detach()) for lin in module.qkv]
-        self.out = [(lin.weight.detach(), lin.bias.detach()) for lin in module.out]
-        batch, channels = like.shape[0], self.qkv[0][0].shape[1]
-        d = channels // self.heads
-        self.row_kv = like.new_zeros(batch, 2, self.heads, width, d)  # keys/values of the current row
-        self.col_kv = like.new_zeros(batch, 2, self.heads, width, height, d)  # per column, all rows so far
+        heads = self.heads = module.heads
+        batch, channels = like.shape[0], module.qkv[0].in_features
+        d = channels // heads
+        self.eps, self.channels = [n.eps for n in module.norms], channels
+        self.w_qkv, self.b_qkv, self.w_out, self.b_out = [], [], [], []
+        scale = like.new_tensor([d ** -0.5, 1.0, 1.0]).view(3, 1, 1)  # sdpa's default query scale
+        for norm, qkv, out in zip(module.norms, module.qkv, module.out):
+            gamma, beta = norm.weight.detach(), norm.bias.detach()
+            weight, bias = qkv.weight.detach(), qkv.bias.detach()  # (3C, C): rows (q/k/v, head, d)
+            w = (weight * gamma).view(3, heads, d, channels) * scale[..., None]
+            b = (bias + weight @ beta).view(3, heads, d) * scale
+            self.w_qkv.append(w.transpose(0, 1).reshape(3 * channels, channels).t().contiguous())
+            self.b_qkv.append(b.transpose(0, 1).reshape(3 * channels).contiguous())
+            self.w_out.append((out.weight.detach() / math.sqrt(2.0)).t().contiguous())
+            self.b_out.append(out.bias.detach() / math.sqrt(2.0))
+        self.qkv = like.new_zeros(batch, 3 * channels)  # (B, heads, 3, d)
+        self.query = self.qkv.view(batch * heads, 3, d)[:, :1]  # (B·heads, 1, d)
+        self.new_kv = self.qkv.view(batch, heads, 3, d)[:, :, 1:].permute(2, 0, 1, 3)  # (2, B, heads, d)
+        self.attended = like.new_zeros(batch * heads, 1, d)
+        self.attended_flat = self.attended.view(batch, channels)  # channels (head, d), as the module reshapes
+        row = like.new_zeros(2, batch, heads, width, d)
+        keys, values = row[0].view(batch * heads, width, d), row[1].view(batch * heads, width, d)
+        self.row_slot = [row[:, :, :, c] for c in range(width)]
+        self.row_keys = [keys[:, :c + 1].transpose(1, 2) for c in range(width)]  # (B·heads, d, c + 1)
+        self.row_values = [values[:, :c + 1] for c in range(width)]
+        col = like.new_zeros(2, batch, heads, width, height, d)
+        self.col_slot = [col[:, :, :, c] for c in range(width)]  # (2, B, heads, H, d)
+        self.col_keys = [col[0, :, :, c].view(batch * heads, height, d).transpose(1, 2) for c in range(width)]
+        self.col_values = [col[1, :, :, c].view(batch * heads, height, d) for c in range(width)]
 
-    def _attend(self, x: torch.Tensor, axis: int, kv: torch.Tensor, length: int) -> torch.Tensor:
-        batch, channels = x.shape
-        weight, bias, eps = self.norms[axis]
-        qkv = F.linear(F.layer_norm(x, (channels,), weight, bias, eps), *self.qkv[axis])  # (B, 3C)
-        q = qkv[:, :channels].reshape(batch, self.heads, 1, -1)
-        kv[..., length - 1, :] = qkv[:, channels:].reshape(batch, 2, self.heads, -1)
-        y = F.scaled_dot_product_attention(q, kv[:, 0, :, :length], kv[:, 1, :, :length])  # (B, heads, 1, d)
-        return (x + F.linear(y.reshape(batch, channels), *self.out[axis])) / math.sqrt(2.0)
+    def _attend(self, x: torch.Tensor, axis: int, slot: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                out: torch.Tensor | None) -> torch.Tensor:
+        normed = torch.layer_norm(x, (self.channels,), None, None, self.eps[axis])
+        torch.addmm(self.b_qkv[axis], normed, self.w_qkv[axis], out=self.qkv)
+        slot.copy_(self.new_kv)
+        weights = torch.softmax(torch.bmm(self.query, keys), dim=-1)  # (B·heads, 1, length)
+        torch.bmm(weights, values, out=self.attended)
+        y = torch.addmm(self.b_out[axis], self.attended_flat, self.w_out[axis])
+        return torch.add(y, x, alpha=1 / math.sqrt(2.0), out=out) if out is not None else y.add_(x, alpha=2 ** -0.5)
 
-    def __call__(self, x: torch.Tensor, r: int, c: int) -> torch.Tensor:
-        x = self._attend(x, 0, self.row_kv, c + 1)
-        return self._attend(x, 1, self.col_kv[:, :, :, c], r + 1)
+    def __call__(self, x: torch.Tensor, r: int, c: int, out: torch.Tensor) -> None:
+        """Attention at ``(r, c)`` on ``x`` ``(B, C)``, written into ``out``."""
+        x = self._attend(x, 0, self.row_slot[c], self.row_keys[c], self.row_values[c], None)
+        self._attend(x, 1, self.col_slot[c].select(3, r), self.col_keys[c].narrow(2, 0, r + 1),
+                     self.col_values[c].narrow(1, 0, r + 1), out)
 
 
 class _HeadPositions:
-    """The head at column ``c`` of the current full-resolution row: ``nin(elu(ul))`` ``(B, P)``."""
+    """The head at column ``c`` of the current full-resolution row: ``nin(elu(ul))`` ``(B, P)``, a new tensor;
+    ``elu(ul)`` is the first half of the stored ``concat_elu``."""
 
     def __init__(self, module: NetworkInNetwork, final: FeatureMap):
-        self.weight, self.bias = _frozen(module)
-        self.final = final
+        weight, self.bias = _frozen(module)
+        self.weight = weight.t().contiguous()
+        self.inputs = [e[:, :final.channels] for e in final.elu_at]
 
     def __call__(self, c: int) -> torch.Tensor:
-        return F.linear(F.elu(self.final.raw[:, 1, c + 1]), self.weight, self.bias)
-
+        return torch.addmm(self.bias, self.inputs[c], self.weight)

@@ -45,11 +45,16 @@ def assert_same_samples(cached, naive, t):
 @pytest.mark.parametrize("overrides", [
     dict(sample_size=8, in_channels=1, nr_resnet=1, attention_heads=2),
     dict(sample_size=7, in_channels=3, nr_resnet=2, attention_heads=2, num_classes=3),  # 7 → 4 → 2: crops
+    dict(sample_size=9, in_channels=1, nr_resnet=1, attention_heads=4, nr_filters=8),  # 9 → 5 → 3: odd at 2 levels
     dict(sample_size=5, in_channels=3, nr_resnet=2, attention_heads=0),
     dict(sample_size=1, in_channels=1, nr_resnet=1, attention_heads=2),
 ])
 def test_params_at_every_position_match_the_full_network(overrides):
-    """Teacher-forced: with the whole canvas given, the cache reproduces ``network`` at every pixel (float64)."""
+    """Teacher-forced: with the whole canvas given, the cache reproduces ``network`` at every pixel (float64).
+
+    The returned parameters are kept until the end: each must be a tensor of its own, not a view of a buffer that
+    later positions overwrite.
+    """
     model = make_model(torch.float64, **overrides)
     c, s = model.config.in_channels, model.config.sample_size
     x = torch.randn(3, c, s, s, dtype=torch.float64)
@@ -59,12 +64,27 @@ def test_params_at_every_position_match_the_full_network(overrides):
         h = F.silu(model.embedding(t, labels)).to(x.dtype)
         full = model.network(x, h)  # (B, P, H, W)
         cache = NCPNCache(model, x, h)
-        cached = torch.empty_like(full)
+        returned = []
         for i in range(s):
             cache.start_row(i)
             for j in range(s):
-                cached[:, :, i, j] = cache.params_at(i, j)
+                returned.append(cache.params_at(i, j))
+    cached = torch.stack(returned, dim=-1).unflatten(-1, (s, s))
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-10)
+
+
+def test_cache_in_float32_and_batch_of_one():
+    """float32 (the sampling dtype) and a batch of one: the strided per-position views keep their shapes."""
+    model = make_model(sample_size=6, in_channels=3, nr_resnet=2, attention_heads=2)
+    x = torch.randn(1, 3, 6, 6)
+    with torch.no_grad():
+        h = F.silu(model.embedding(torch.tensor([0.03]))).to(x.dtype)
+        full = model.network(x, h)
+        cache = NCPNCache(model, x, h)
+        for i in range(6):
+            cache.start_row(i)
+            for j in range(6):
+                torch.testing.assert_close(cache.params_at(i, j), full[:, :, i, j], rtol=1e-4, atol=1e-5)
 
 
 def test_cache_reads_no_pixel_before_it_is_set():
