@@ -7,7 +7,8 @@
 The objective is the paper's section 4 (``ncml.NCMLLoss``): one teacher-forced pass of the backbone on
 ``x_t = m(t)·x_0 + s(t)·ε`` with ``t ~ μ`` (``t = 0`` for a ``clean_fraction`` of each batch), in bits/dim.
 The script reads top to bottom: :class:`TrainingConfig` (the flags), :func:`main` (components, data, Accelerate,
-the loop, the release), then the pieces it relies on (data order, EMA, checkpoint files).
+the loop, the release), then the pieces it relies on (data and its order); checkpoints and the EMA of the weights
+come from :mod:`ncml.training`.
 
 Config file (``--config``, JSON)
 --------------------------------
@@ -37,19 +38,11 @@ step).
 
 Checkpoints and exact resume
 ----------------------------
-``checkpoint-<step>/`` holds safetensors and JSON only, so resuming never runs code from the folder::
-
-    model.safetensors       live weights              ema.safetensors         EMA weights (float32)
-    optimizer.safetensors   the optimizer's tensors (Adam's moments and step counts), "<param index>.<name>"
-    rng_state_<rank>.json   each process's RNGs: python, numpy, torch CPU and the training device
-    ncml_checkpoint.json    model/scheduler/loss configs, step, data position (examples seen, batch layout), EMA
-                            update count, the optimizer's hyper-parameters, the grad scaler's state, and a manifest
-                            of the other files (name, size, sha256)
-
-It is written into a hidden temporary folder that is renamed to ``checkpoint-<step>`` only when complete, so a kill
-during the write leaves the previous checkpoint intact; a failed write (a full disk) removes the temporary folder.
-Before a resume loads anything, every file is checked against the manifest: a missing, truncated or altered file is
-an error naming it. ``--resume_from_checkpoint latest`` takes the newest ``checkpoint-<step>`` folder and refuses it
+``checkpoint-<step>/`` holds safetensors and JSON only, so resuming never runs code from the folder: live and EMA
+weights, the optimizer's tensors, each process's RNG states, and ``ncml_checkpoint.json`` (configs, step, data
+position, a sha256 manifest of the other files). :mod:`ncml.training.checkpointing` writes it atomically (a kill
+mid-write leaves the previous checkpoint intact), checks every file against the manifest before a resume loads
+anything, and resolves ``--resume_from_checkpoint latest`` to the newest ``checkpoint-<step>`` folder, refusing it
 if it is damaged (it never falls back to an older one or to a new run, which would overwrite it). Resuming into a
 different model raises. The rows of ``logs/metrics.jsonl`` after the step resumed from (or all rows, for a new run)
 are dropped, since those steps run again.
@@ -57,8 +50,7 @@ are dropped, since those steps run again.
 Exact resume needs nothing else: the data order and the loss's draws of ``t`` and ``ε`` are pure functions of
 ``(seed, global example index)`` (one ``torch.Generator`` per example), the learning rate a pure function of the
 step, and dropout uses the global RNGs restored from ``rng_state_<rank>.json``. Checkpoints of earlier versions of
-this script (Accelerate's ``save_state`` pickles) still resume: they are read with ``torch.load(weights_only=True)``,
-which rebuilds tensors, numbers and numpy arrays only and refuses any other object.
+this script (Accelerate's ``save_state`` pickles) still resume, read with ``torch.load(weights_only=True)``.
 
 Data order and the effective batch
 ----------------------------------
@@ -97,19 +89,12 @@ or converted stops the run before training with one line naming the file (or the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
-import errno
-import hashlib
 import json
 import logging
 import math
 import os
-import pickle
-import random
-import re
-import shutil
 import time
 import typing
 from dataclasses import dataclass, field
@@ -126,13 +111,13 @@ from ncml.data import (DATASETS, ImageFolder, augment_batch, hf_images, hf_label
 from ncml.evaluation import bits_per_dim, make_grid
 from ncml.losses import NCMLLoss
 from ncml.models.autoregressive import ARBackbone
-from ncml.models.modeling_utils import load_safetensors
 from ncml.schedulers import SDEScheduler, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
+from ncml.training import EMA
+from ncml.training.checkpointing import (checkpoint_meta, drop_metrics_after, load_checkpoint, resolve_resume,
+                                         save_checkpoint)
 
 SDES = {"vp": VPSDEScheduler, "ve": VESDEScheduler, "subvp": SubVPSDEScheduler}
 CONFIG_SECTIONS = ("model", "scheduler", "loss", "training")
-CHECKPOINT_META = "ncml_checkpoint.json"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 HOLDOUT_FRACTION = 0.1
 DATA_SOURCES = ("dataset", "dataset_name", "train_data_dir")  # exactly one names the training data
 
@@ -458,7 +443,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     data = load_data(args, model)
     output_dir = Path(args.output_dir)
     meta = checkpoint_meta(model, scheduler, loss_fn)
-    resume = resolve_resume(args, output_dir, meta)
+    resume = resolve_resume(args.resume_from_checkpoint, output_dir, meta)
 
     # 2. Accelerate: processes, device, mixed precision, trackers
     accelerator = Accelerator(
@@ -801,363 +786,6 @@ def example_generators(seed: int, example_numbers: np.ndarray, device) -> list[t
     states = [np.random.SeedSequence([seed, int(n)]).generate_state(1, np.uint64)[0] >> np.uint64(1)
               for n in example_numbers]
     return [torch.Generator(device=device).manual_seed(int(s)) for s in states]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# EMA of the weights
-# ---------------------------------------------------------------------------------------------------------------
-class EMA:
-    """Exponential moving average of the weights (PixelCNN++'s Polyak averaging), used for eval and release.
-
-    Decay ``min(decay, (1 + n)/(10 + n))`` after ``n`` updates, so short runs are not dominated by the init.
-    ``shadow`` holds one float32 tensor per parameter name; checkpoints store it as safetensors.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.num_updates = 0
-        self.shadow = {k: p.detach().clone().float() for k, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.num_updates += 1
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for k, p in model.named_parameters():
-            self.shadow[k].lerp_(p.detach().float(), 1 - d)
-
-    @torch.no_grad()
-    def copy_to(self, model: torch.nn.Module) -> None:
-        for k, p in model.named_parameters():
-            p.copy_(self.shadow[k])
-
-    @torch.no_grad()
-    def load(self, shadow: dict[str, torch.Tensor], num_updates: int) -> None:
-        missing, unexpected = sorted(set(self.shadow) - set(shadow)), sorted(set(shadow) - set(self.shadow))
-        if missing or unexpected:
-            raise ValueError(f"the EMA weights do not match the model's parameters (missing: {missing}, "
-                             f"unexpected: {unexpected})")
-        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
-            raise ValueError(f"the EMA update count must be an int >= 0, got {num_updates!r}")
-        for k, v in shadow.items():
-            if v.shape != self.shadow[k].shape:
-                raise ValueError(f"EMA weight {k!r} has shape {tuple(v.shape)}, the model's parameter "
-                                 f"{tuple(self.shadow[k].shape)}")
-            self.shadow[k].copy_(v)
-        self.num_updates = num_updates
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# checkpoints: safetensors and JSON only (resuming runs no code from the folder), atomic folders, "latest"
-# ---------------------------------------------------------------------------------------------------------------
-MODEL_FILE, EMA_FILE, OPTIMIZER_FILE = "model.safetensors", "ema.safetensors", "optimizer.safetensors"
-CHECKPOINT_FORMAT = 2  # ncml_checkpoint.json without "checkpoint_format": Accelerate's save_state of older versions
-
-
-def rng_file(rank: int) -> str:
-    return f"rng_state_{rank}.json"
-
-
-def checkpoint_meta(model: ARBackbone, scheduler: SDEScheduler, loss: NCMLLoss) -> dict:
-    return {"model_class": type(model).__name__, "model": config_to_dict(model.config),
-            "scheduler_class": type(scheduler).__name__, "scheduler": config_to_dict(scheduler.config),
-            "loss": config_to_dict(loss.config)}
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints in ``output_dir`` (named ``checkpoint-<step>`` with the metadata file), oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir()
-             if (m := CHECKPOINT_RE.match(p.name)) and (p / CHECKPOINT_META).is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def resolve_resume(args, output_dir: Path, expected: dict) -> tuple[Path, dict] | None:
-    """The checkpoint to resume from and its metadata, verified against its manifest and checked against this
-    run's model; None to start fresh (no ``--resume_from_checkpoint``, or ``latest`` without any checkpoint)."""
-    if args.resume_from_checkpoint is None:
-        return None
-    if args.resume_from_checkpoint == "latest":
-        # the newest checkpoint-<step> entry, complete or not: skipping a damaged one would resume an older
-        # checkpoint (or start over) and then overwrite the damaged one
-        found = sorted((int(m.group(1)), p) for p in (output_dir.iterdir() if output_dir.is_dir() else ())
-                       if (m := CHECKPOINT_RE.match(p.name)))
-        if not found:
-            return None
-        path = found[-1][1]
-        if not (path / CHECKPOINT_META).is_file():
-            raise ValueError(f"--resume_from_checkpoint latest: the newest checkpoint {path} is damaged (no "
-                             f"{CHECKPOINT_META}; complete checkpoints always have one). Move it away to resume from "
-                             "the one before, or name a checkpoint folder")
-    else:
-        path = Path(args.resume_from_checkpoint)
-        if not (path / CHECKPOINT_META).is_file():
-            raise ValueError(f"--resume_from_checkpoint {path}: not a complete ncml training checkpoint "
-                             f"(no {CHECKPOINT_META})")
-    meta = hub_utils.read_json(path / CHECKPOINT_META, argname="--resume_from_checkpoint")
-    if "checkpoint_format" in meta:
-        verify_manifest(path, meta)
-    for key in ("model_class", "model", "scheduler_class", "scheduler"):
-        if meta.get(key) != expected[key]:
-            theirs, ours = meta.get(key), expected[key]
-            if isinstance(theirs, dict) and isinstance(ours, dict):
-                diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours))
-                        if theirs.get(k) != ours.get(k)}
-            else:
-                diff = (theirs, ours)
-            raise ValueError(f"--resume_from_checkpoint {path}: the checkpoint is from another {key.split('_')[0]} "
-                             f"(differences, checkpoint vs this run: {diff})")
-    return path, meta
-
-
-def verify_manifest(folder: Path, meta: dict) -> None:
-    """Every file the manifest lists exists with its recorded size and sha256; raises naming the first that does not."""
-    files = meta.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ValueError(f"--resume_from_checkpoint: {folder / CHECKPOINT_META} has no file manifest ('files')")
-    for name, entry in files.items():
-        path = folder / name
-        if Path(name).name != name or not isinstance(entry, dict):
-            raise ValueError(f"--resume_from_checkpoint: {folder / CHECKPOINT_META}: bad manifest entry {name!r}")
-        if not path.is_file():
-            raise ValueError(f"--resume_from_checkpoint: {path} is missing (listed in {CHECKPOINT_META})")
-        size = path.stat().st_size
-        if size != entry.get("size"):
-            raise ValueError(f"--resume_from_checkpoint: {path} has {size} bytes, the manifest {entry.get('size')} "
-                             "(truncated or replaced)")
-        if _sha256(path) != entry.get("sha256"):
-            raise ValueError(f"--resume_from_checkpoint: {path} does not match its sha256 in {CHECKPOINT_META} "
-                             "(corrupted or replaced)")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def save_checkpoint(accelerator, output_dir: Path, step: int, meta: dict, total_limit: int | None, *,
-                    model: ARBackbone, optimizer, ema: EMA) -> Path:
-    """:func:`write_checkpoint` into a temporary folder, then an atomic rename to ``checkpoint-<step>``.
-
-    A failed write (a full disk, say) removes the temporary folder and leaves the earlier checkpoints as they were.
-    """
-    final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".checkpoint-{step}.incomplete"
-    try:
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)  # left over from a killed run
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        write_checkpoint(tmp, accelerator, step, meta, model=model, optimizer=optimizer, ema=ema)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            _fsync_dir(tmp)
-            if final.exists():  # the same step saved before (a rerun): swap, never delete first
-                trash = output_dir / f".checkpoint-{step}.old"
-                shutil.rmtree(trash, ignore_errors=True)
-                os.replace(final, trash)
-                os.replace(tmp, final)
-                shutil.rmtree(trash)
-            else:
-                os.replace(tmp, final)
-            _fsync_dir(output_dir)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left on device while writing {e.filename or tmp} (checkpoint "
-                          f"{final}); the incomplete checkpoint was removed and earlier ones are intact: free space "
-                          "and rerun with --resume_from_checkpoint latest") from e
-        raise
-    if accelerator.is_main_process and total_limit is not None:
-        for old in list_checkpoints(output_dir)[:-total_limit]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def write_checkpoint(folder: Path, accelerator, step: int, meta: dict, *, model: ARBackbone, optimizer,
-                     ema: EMA) -> None:
-    """Every process: its RNG states (JSON). The main process: live weights, EMA weights and the optimizer's tensors
-    (safetensors), then ``ncml_checkpoint.json`` (configs, step, data position, EMA update count, the optimizer's
-    hyper-parameters and non-tensor state, the grad scaler's state, and the manifest: every other file's size and
-    sha256, checked before a resume loads anything)."""
-    write_file(folder / rng_file(accelerator.process_index), _json_bytes(get_rng_state(accelerator.device)))
-    accelerator.wait_for_everyone()  # every process's RNG file is in the manifest
-    if not accelerator.is_main_process:
-        return
-    write_file(folder / MODEL_FILE, _safetensors_bytes(model.state_dict()))
-    write_file(folder / EMA_FILE, _safetensors_bytes(ema.shadow))
-    state = optimizer.state_dict()  # {"state": {param index: {name: tensor or number}}, "param_groups": [...]}
-    write_file(folder / OPTIMIZER_FILE, _safetensors_bytes({f"{i}.{k}": v for i, s in state["state"].items()
-                                                            for k, v in s.items() if isinstance(v, torch.Tensor)}))
-    scalars = {str(i): {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)}
-               for i, s in state["state"].items()}
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())}
-    batch = meta["data"]["examples_per_step"]
-    write_file(folder / CHECKPOINT_META, _json_bytes({
-        **meta, "checkpoint_format": CHECKPOINT_FORMAT, "step": step,
-        "data": {**meta["data"], "examples_seen": step * batch},  # batch_positions continues from here
-        "ema_updates": ema.num_updates, "optimizer": {"param_groups": state["param_groups"], "state": scalars},
-        "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None, "files": files},
-        indent=1))
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Every checkpoint file is written here: a plain write, since the folder as a whole is renamed into place, and
-    an fsync, so that the rename never publishes a folder whose data is not yet on disk."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()})  # clone: no shared storage
-
-
-def _json_bytes(obj, indent: int | None = None) -> bytes:
-    return (json.dumps(obj, indent=indent) + "\n").encode("utf-8")
-
-
-def load_checkpoint(folder: Path, meta: dict, accelerator, *, model: ARBackbone, optimizer, ema: EMA) -> int:
-    """Restore what :func:`write_checkpoint` wrote into ``model``, ``optimizer``, ``ema``, the grad scaler and this
-    process's RNGs; returns the step. Files are parsed as data only (safetensors, JSON); nothing is unpickled."""
-    if "checkpoint_format" not in meta:
-        return load_accelerate_checkpoint(folder, accelerator, model=model, optimizer=optimizer, ema=ema)
-    step = meta.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"--resume_from_checkpoint: {folder / CHECKPOINT_META} has no valid step (got {step!r})")
-    with _reading(folder / MODEL_FILE):
-        model.load_state_dict(load_safetensors(folder / MODEL_FILE))
-    with _reading(folder / EMA_FILE):
-        ema.load(load_safetensors(folder / EMA_FILE), meta["ema_updates"])
-    with _reading(folder / OPTIMIZER_FILE):
-        state = {}
-        for key, v in load_safetensors(folder / OPTIMIZER_FILE).items():
-            i, name = key.split(".", 1)
-            state.setdefault(int(i), {})[name] = v
-        for i, scalars in meta["optimizer"]["state"].items():
-            state.setdefault(int(i), {}).update(scalars)
-        groups = meta["optimizer"]["param_groups"]
-        for live, saved in zip(optimizer.param_groups, groups):  # JSON has lists where torch keeps tuples (betas)
-            saved.update({k: tuple(saved[k]) for k, v in live.items() if isinstance(v, tuple) and k in saved})
-            saved.setdefault("lr_scale", live["lr_scale"])  # checkpoints written before learning-rate scales
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    if accelerator.scaler is not None and meta.get("grad_scaler") is not None:
-        with _reading(folder / CHECKPOINT_META):
-            accelerator.scaler.load_state_dict(meta["grad_scaler"])
-    path = folder / rng_file(accelerator.process_index)
-    if path.name not in meta["files"]:
-        raise ValueError(f"--resume_from_checkpoint: {folder} was written by {meta['data']['num_processes']} "
-                         f"process(es) and has no {path.name} for process {accelerator.process_index} of this run")
-    with _reading(path):
-        set_rng_state(hub_utils.read_json(path, argname="--resume_from_checkpoint"), accelerator.device)
-    return step
-
-
-def load_accelerate_checkpoint(folder: Path, accelerator, *, model: ARBackbone, optimizer, ema: EMA) -> int:
-    """A checkpoint of an earlier version of this script (``accelerator.save_state`` with the EMA and the step
-    registered). Its pickles are read by Accelerate's loader with ``torch.load(weights_only=True)``, which rebuilds
-    tensors, numbers, strings and numpy arrays only and refuses any other object instead of running its code."""
-    from accelerate.utils import load
-
-    def read(name: str, apply):
-        with _reading(folder / name):
-            return apply(load(folder / name, map_location="cpu", weights_only=True))
-
-    def restore_rng(rng: dict) -> None:
-        py, npy, device = rng["random_state"], rng["numpy_random_seed"], accelerator.device
-        state = {"python": [py[0], list(py[1]), py[2]], "numpy": [npy[0], npy[1].tolist(), *npy[2:]],
-                 "torch": _hex(rng["torch_manual_seed"])}
-        if (key := f"torch_{device.type}_manual_seed") in rng:
-            state["device"] = {"type": device.type, "states": [_hex(s) for s in rng[key]]}
-        set_rng_state(state, device)
-
-    with _reading(folder / MODEL_FILE):
-        model.load_state_dict(load_safetensors(folder / MODEL_FILE))
-    read("optimizer.bin", optimizer.load_state_dict)
-    read("custom_checkpoint_0.pkl", lambda state: ema.load(state["shadow"], state["num_updates"]))
-    if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
-        read("scaler.pt", accelerator.scaler.load_state_dict)
-    read(f"random_states_{accelerator.process_index}.pkl", restore_rng)
-    return read("custom_checkpoint_1.pkl", lambda state: int(state["step"]))
-
-
-@contextlib.contextmanager
-def _reading(path: Path):
-    """Any failure while reading or applying ``path`` becomes one error that names the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume_from_checkpoint: {path} is missing from the checkpoint")
-    try:
-        yield
-    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, OSError, pickle.UnpicklingError) as e:
-        raise ValueError(f"--resume_from_checkpoint: cannot restore {path}: {type(e).__name__}: {e}") from e
-
-
-# RNG states as JSON: python's random and numpy's MT19937 as integer lists, torch's generators as hex bytes. Dropout
-# draws from torch's global generator of the training device, so resuming restores it with the rest.
-def get_rng_state(device: torch.device) -> dict:
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(internal), gauss],
-             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-             "torch": _hex(torch.get_rng_state())}
-    backend = _device_rng(device)
-    if backend is not None:
-        state["device"] = {"type": device.type, "states": [_hex(s) for s in backend.get_rng_state_all()]}
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    version, internal, gauss = state["python"]
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    backend = _device_rng(device)
-    if backend is not None and state.get("device", {}).get("type") != device.type:
-        raise ValueError(f"no {device.type} RNG state (the checkpoint was written on another device type)")
-    random.setstate((version, tuple(internal), gauss))
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(_unhex(state["torch"]))
-    if backend is not None:
-        backend.set_rng_state_all([_unhex(s) for s in state["device"]["states"]])
-
-
-def _device_rng(device: torch.device):
-    """The RNG module of the training device (``torch.cuda``, ``torch.xpu``, …); None on the CPU."""
-    module = getattr(torch, device.type, None) if device.type != "cpu" else None
-    return module if hasattr(module, "get_rng_state_all") else None
-
-
-def _hex(state: torch.Tensor) -> str:
-    return state.cpu().numpy().tobytes().hex()
-
-
-def _unhex(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray.fromhex(text), dtype=torch.uint8)
-
-
-def drop_metrics_after(metrics_file: Path, step: int) -> None:
-    """Remove the rows of steps after ``step`` from ``metrics.jsonl`` (and a line torn by a kill mid-write)."""
-    if not metrics_file.is_file():
-        return
-    kept = []
-    for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            kept.append(line + "\n")
-    hub_utils.atomic_write_text(metrics_file, "".join(kept))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ncml.training import checkpointing
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_ncml.py"
 
@@ -102,9 +104,10 @@ def load_checkpoint_files(folder: Path) -> dict:
 # ---- one uninterrupted run, one killed mid-checkpoint, and its resume in a new process -------------------------
 KILL_DURING_SECOND_SAVE = textwrap.dedent("""
     import importlib.util, os, signal, sys
+    import ncml.training.checkpointing as checkpointing
     spec = importlib.util.spec_from_file_location("train_ncml", sys.argv[1])
     script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(script)
-    original, calls = script.write_checkpoint, []
+    original, calls = checkpointing.write_checkpoint, []
     def write_checkpoint(folder, *args, **kwargs):
         calls.append(folder)
         original(folder, *args, **kwargs)
@@ -112,7 +115,7 @@ KILL_DURING_SECOND_SAVE = textwrap.dedent("""
             with open(os.path.join(folder, "model.safetensors"), "r+b") as f:
                 f.truncate(64)
             os.kill(os.getpid(), signal.SIGKILL)
-    script.write_checkpoint = write_checkpoint
+    checkpointing.write_checkpoint = write_checkpoint
     script.main(sys.argv[2:])
 """)
 
@@ -136,12 +139,12 @@ def runs(tmp_path_factory):
             "after_kill": after_kill, "resume_log": resume.stdout + resume.stderr}
 
 
-def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(runs, script):
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(runs):
     assert runs["kill_rc"] == -9
     # the torn write stayed in a hidden temporary folder; checkpoint-2 was complete and "latest" chose it
     assert runs["after_kill"] == [".checkpoint-4.incomplete", "checkpoint-2", "logs"]
     assert "resumed from" in runs["resume_log"] and "checkpoint-2 at step 2" in runs["resume_log"]
-    names = [p.name for p in script.list_checkpoints(runs["killed"])]
+    names = [p.name for p in checkpointing.list_checkpoints(runs["killed"])]
     assert names == ["checkpoint-2", "checkpoint-4"]
     assert not (runs["killed"] / ".checkpoint-4.incomplete").exists()
 
@@ -284,18 +287,19 @@ def test_latest_refuses_a_checkpoint_folder_without_its_metadata(runs, script, t
 
 def test_disk_full_while_writing_a_checkpoint(runs, script, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    original = script.write_file
+    original = checkpointing.write_file
 
     def write_file(path, data):
         if path.parent.name == ".checkpoint-4.incomplete" and path.name == "optimizer.safetensors":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         original(path, data)
 
-    monkeypatch.setattr(script, "write_file", write_file)
+    monkeypatch.setattr(checkpointing, "write_file", write_file)
     with pytest.raises(OSError, match="no space left on device.*" + re.escape(str(out / ".checkpoint-4.incomplete"))):
         script.main(resume_command(runs, out, "latest")[2:])
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "logs"]
-    script.verify_manifest(out / "checkpoint-2", json.loads((out / "checkpoint-2" / "ncml_checkpoint.json").read_text()))
+    checkpointing.verify_manifest(out / "checkpoint-2",
+                                  json.loads((out / "checkpoint-2" / "ncml_checkpoint.json").read_text()))
 
 
 def test_resume_keeps_one_metrics_row_per_step(runs):
@@ -311,6 +315,8 @@ TO_ACCELERATE_FORMAT = textwrap.dedent("""
     from pathlib import Path
     import torch
     from accelerate import Accelerator
+    from ncml.training import EMA
+    from ncml.training.checkpointing import load_checkpoint
     spec = importlib.util.spec_from_file_location("train_ncml", sys.argv[1])
     script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(script)
     src, dst = Path(sys.argv[2]), Path(sys.argv[3])
@@ -319,9 +325,9 @@ TO_ACCELERATE_FORMAT = textwrap.dedent("""
     accelerator = Accelerator()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
     model, optimizer = accelerator.prepare(model, optimizer)
-    ema = script.EMA(model, args.ema_decay)
+    ema = EMA(model, args.ema_decay)
     meta = json.loads((src / "ncml_checkpoint.json").read_text())
-    step = script.load_checkpoint(src, meta, accelerator, model=model, optimizer=optimizer, ema=ema)
+    step = load_checkpoint(src, meta, accelerator, model=model, optimizer=optimizer, ema=ema)
     class Registered:
         def __init__(self, state): self.state = state
         def state_dict(self): return self.state
