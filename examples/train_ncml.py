@@ -337,6 +337,30 @@ def check_hub_repo(repo_id: str) -> None:
         raise ValueError(f"--push_to_hub: the Hub refused repo {repo_id!r} ({e})") from e
 
 
+TRACKER_IMAGE_SIZE = 256  # sample grids go to the trackers upscaled (nearest neighbour) to at least this many pixels
+
+
+def log_sample_grid(accelerator, grid, step: int) -> list[str]:
+    """Send the sample grid (a ``PIL.Image``) to the trackers that show images (tensorboard, wandb), upscaled by an
+    integer factor to at least :data:`TRACKER_IMAGE_SIZE` pixels on its shorter side (28-pixel digits are specks
+    otherwise). Returns the names of the trackers it went to; the others get the metrics only."""
+    scale = max(1, -(-TRACKER_IMAGE_SIZE // min(grid.size)))
+    image = grid.resize((grid.width * scale, grid.height * scale), resample=0)  # 0 = nearest
+    sent = []
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            array = np.asarray(image)
+            tracker.writer.add_image("samples", array, step, dataformats="HW" if array.ndim == 2 else "HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"samples": wandb.Image(image)}, step=step)
+        else:
+            continue
+        sent.append(tracker.name)
+    return sent
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # model, scheduler, loss: library components built from the config's sections and the flags
 # ---------------------------------------------------------------------------------------------------------------
@@ -520,6 +544,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
                 # t = 0 samples lie on the model's grid; 8 bits spread its 2^num_bits levels over 0 … 255
                 grid = make_grid(to_uint8(x, num_bits=8), padding=0)
                 hub_utils.atomic_write(output_dir / "samples" / f"step-{step}.png", lambda f: grid.save(f, "PNG"))
+                log_sample_grid(accelerator, grid, step)
             log(result, step)
             logger.info(f"step {step}: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in result.items()))  # k: eval/…
         accelerator.wait_for_everyone()
