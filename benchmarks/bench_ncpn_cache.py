@@ -1,6 +1,6 @@
 """Cached vs naive autoregressive sampling of NCPN: speed-up, and where the cached sampler's time goes.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_ncpn_cache.py --profile            # MNIST config, batch 16, CPU
+    OMP_NUM_THREADS=1 python benchmarks/bench_ncpn_cache.py --profile                 # MNIST config, batch 16, CPU
     OMP_NUM_THREADS=1 python benchmarks/bench_ncpn_cache.py --preset rgb32 --profile   # 32×32×3, batch 8
     python benchmarks/bench_ncpn_cache.py --config examples/configs/ncpn_cifar10_vp.json --device cuda
 
@@ -13,7 +13,7 @@ The cached sampler draws whole images. The naive loop (one full forward pass per
 pixel, so it is timed on the first ``--naive-pixels`` pixels only (the rest given as known pixels, which the loop
 skips) and extrapolated to ``H·W`` pixels; ``--naive-pixels 0`` runs it on every pixel. Both use the same
 generator, so the pixels drawn by both runs must agree (checked and printed). Each figure is the minimum over
-``--repeats`` runs, in **CPU seconds of this process** (``time.process_time``) as well as wall seconds: on a shared
+``--repeats`` runs (the three measurements interleaved), in **CPU seconds of this process** (``time.process_time``) as well as wall seconds: on a shared
 machine the wall clock mostly measures the other processes, while CPU time measures this one (on CPU with one
 thread the speed-up is taken from CPU time; on CUDA from wall time). It also prints one forward pass, the
 arithmetic of a whole image done in large kernels — the cached sampler does the same arithmetic in small pieces,
@@ -52,19 +52,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats: int = 1):
-    """``(output of the best run, wall seconds, CPU seconds)``: the run with the least CPU time (wall on CUDA)."""
-    best = None
-    for _ in range(repeats):
-        synchronize(device)
-        wall, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        synchronize(device)
-        run = (out, time.perf_counter() - wall, time.process_time() - cpu)
-        key = 1 if device.type == "cuda" else 2
-        if best is None or run[key] < best[key]:
-            best = run
-    return best
+def timed(fn, device) -> tuple:
+    """``(output, wall seconds, CPU seconds)`` of one call."""
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def least(runs: list[tuple], device) -> tuple:
+    """The run with the least CPU time (wall time on CUDA)."""
+    return min(runs, key=lambda run: run[1] if device.type == "cuda" else run[2])
 
 
 def build(args, device) -> NCPNModel:
@@ -91,7 +90,7 @@ def _methods(names: list[str], method: str) -> list[tuple[str, int, str]]:
 
 
 GROUPS = [  # (label, cProfile keys of functions whose cumulative time is the group's); nested groups are subtracted
-    ("u stream: whole rows (conv2d)", lambda: _methods(["_InputRows", "_ResnetRows", "_DownsizeRows", "_UpsizeRows"],
+    ("u stream: whole rows", lambda: _methods(["_InputRows", "_ResnetRows", "_DownsizeRows", "_UpsizeRows"],
                                                        "row")),
     ("ul row preparation (top kernel rows)", lambda: _methods(["_InputPositions", "_ResnetPositions",
                                                                "_DownsizePositions", "_UpsizePositions"], "start")),
@@ -135,8 +134,8 @@ def main() -> None:
     parser.add_argument("--in-channels", dest="in_channels", type=int)
     parser.add_argument("--attention-heads", dest="attention_heads", type=int)
     parser.add_argument("--batch-size", type=int, help="default: the preset's (mnist 16, rgb32 8)")
-    parser.add_argument("--naive-pixels", type=int, default=16, help="pixels timed for the naive loop (0 = all)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each measurement (the least is reported)")
+    parser.add_argument("--naive-pixels", type=int, default=8, help="pixels timed for the naive loop (0 = all)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (the least is reported)")
     parser.add_argument("--profile", action="store_true", help="split the cached sampler's time by layer kind")
     parser.add_argument("--skip-naive", action="store_true", help="cached sampler (and profile) only")
     parser.add_argument("--device", default="cpu")
@@ -157,12 +156,30 @@ def main() -> None:
     def cached_run():
         return model.sample(b, t, generator=generator(), use_cache=True, progress=False)
 
-    cached_run()  # warm-up (allocator, kernels)
-    cached, cached_wall, cached_cpu = timed(cached_run, device, args.repeats)
-    x = cached.clone()
-    with torch.no_grad():
-        model(x, t)
-        _, fwd_wall, fwd_cpu = timed(lambda: model(x, t), device, max(args.repeats, 3))
+    naive_pixels = num_pixels if args.naive_pixels <= 0 else min(args.naive_pixels, num_pixels)
+    known_mask = torch.ones(b, c, height, width, device=device)
+    known_mask.view(b, c, -1)[:, :, :naive_pixels] = 0  # raster order: the first pixels are drawn
+    x = cached_run()  # warm-up (allocator, kernels)
+    known = torch.where(known_mask.bool(), x, torch.zeros_like(x))
+
+    def naive_run():
+        return model.sample(b, t, generator=generator(), use_cache=False, progress=False, known=known,
+                            known_mask=known_mask)
+
+    def forward():
+        with torch.no_grad():
+            return model(x, t)
+
+    forward()
+    # interleaved, so that every measurement has the same chance of a quiet moment on a shared machine
+    runs = {"cached": [], "forward": [], "naive": []}
+    for _ in range(args.repeats):
+        runs["cached"].append(timed(cached_run, device))
+        runs["forward"].append(timed(forward, device))
+        if not args.skip_naive:
+            runs["naive"].append(timed(naive_run, device))
+    cached, cached_wall, cached_cpu = least(runs["cached"], device)
+    _, fwd_wall, fwd_cpu = least(runs["forward"], device)
     cached_s, fwd_s = (cached_cpu, fwd_cpu) if cpu_key else (cached_wall, fwd_wall)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -170,7 +187,7 @@ def main() -> None:
           f"{model.config.attention_heads}, batch {b}, {model.num_parameters() / 1e6:.2f} M parameters, device "
           f"{device}, torch threads {torch.get_num_threads()}, load average {load:.1f} on {os.cpu_count()} CPUs")
     clock = "CPU" if cpu_key else "wall"
-    print(f"times: the least of {args.repeats} runs; ratios from {clock} seconds")
+    print(f"times: the least of {args.repeats} interleaved runs; ratios from {clock} seconds")
     print(f"{'':<28} {'pixels':>7} {'CPU s':>9} {'wall s':>9} {'ms/pixel':>9} {'images/s':>9}")
 
     def line(name, pixels, wall, cpu):
@@ -179,15 +196,8 @@ def main() -> None:
               f"{b / (per_pixel * num_pixels):>9.3f}")
 
     line("cached sampler", num_pixels, cached_wall, cached_cpu)
-    line("one forward pass", 1, fwd_wall, fwd_cpu)
     if not args.skip_naive:
-        naive_pixels = num_pixels if args.naive_pixels <= 0 else min(args.naive_pixels, num_pixels)
-        known_mask = torch.ones(b, c, height, width, device=device)
-        known_mask.view(b, c, -1)[:, :, :naive_pixels] = 0  # raster order: the first pixels are drawn
-        known = torch.where(known_mask.bool(), cached, torch.zeros_like(cached))
-        naive, naive_wall, naive_cpu = timed(
-            lambda: model.sample(b, t, generator=generator(), use_cache=False, progress=False, known=known,
-                                 known_mask=known_mask), device, args.repeats)
+        naive, naive_wall, naive_cpu = least(runs["naive"], device)
         line("naive loop", naive_pixels, naive_wall, naive_cpu)
         naive_s = (naive_cpu if cpu_key else naive_wall) / naive_pixels * num_pixels
         drawn = ~known_mask.bool()
@@ -199,8 +209,8 @@ def main() -> None:
         print(f"speed-up cached vs naive: {naive_s / cached_s:.1f}x{extrapolated}")
         print(f"same samples on the {naive_pixels} pixels drawn by both: t = 0 identical: {same_clean}; "
               f"t > 0 max |diff| {max_diff:.2e}")
-    print(f"bound: H·W forward passes / one forward pass = {num_pixels}x; cached sampler / one forward pass = "
-          f"{cached_s / fwd_s:.1f}")
+    print(f"one forward pass: {fwd_cpu:.3f} CPU s, {fwd_wall:.3f} wall s; the cached sampler takes "
+          f"{cached_s / fwd_s:.1f} forward passes (H·W = {num_pixels} would be no gain)")
 
     if args.profile:
         total, rows, in_torch = profile_split(cached_run, args.repeats)
@@ -212,6 +222,8 @@ def main() -> None:
         print(f"{'inside torch calls (kernels + dispatch)':<46} {in_torch:>7.3f} {100 * in_torch / total:>5.1f}%")
         print(f"{'in Python (incl. tensor indexing)':<46} {total - in_torch:>7.3f} "
               f"{100 * (total - in_torch) / total:>5.1f}%")
+    if hasattr(os, "getloadavg"):
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

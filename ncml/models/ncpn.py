@@ -37,7 +37,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from .autoregressive import ARBackbone, check_backbone_config, check_int_field, check_model_size
 from .distributions import num_params
 from .embeddings import ConditioningEmbedding
-from .ncpn_cache import Canvas, FeatureMap, NCPNCache, half, rows_nchw
+from .ncpn_cache import Canvas, FeatureMap, NCPNCache, half
 
 
 @dataclass(frozen=True)
@@ -431,15 +431,38 @@ def _frozen(module) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight.detach(), layer.bias.detach()
 
 
-def _conv_row(out: torch.Tensor) -> torch.Tensor:
-    """A one-row ``conv2d`` output ``(B, C, 1, W)`` as ``(B, W, C)``."""
-    return out[:, :, 0].transpose(1, 2)
+def _window_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight ``(C_out, C_in, kh, kw)`` as a matrix ``(kh·kw·C_in, C_out)`` for :func:`_row_windows`."""
+    return weight.permute(2, 3, 1, 0).flatten(0, 2).contiguous()
+
+
+def _row_windows(rows: torch.Tensor, width: int, stride: int = 1) -> torch.Tensor:
+    """The 2×3 windows of two padded channels-last rows ``(B, 2, W + 2, C)`` — window ``c`` at padded columns
+    ``stride·c … stride·c + 2`` — as a strided view ``(B, width, 2, 3C)`` (order ``(kh, kw, C)``)."""
+    b, _, _, channels = rows.shape
+    s = rows.stride()
+    return rows.as_strided((b, width, 2, 3 * channels), (s[0], stride * s[2], s[1], 1), rows.storage_offset())
+
+
+def _conv_rows(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, width: int,
+               stride: int = 1) -> torch.Tensor:
+    """A 2×3 convolution of two padded rows as one matrix product ``(B, width, C_out)`` (its windows copied once);
+    ``weight`` from :func:`_window_weight`. Cheaper than ``conv2d`` on a one-row output."""
+    windows = _row_windows(rows, width, stride)
+    flat = windows.reshape(-1, weight.shape[0])
+    out = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+    return out.view(rows.shape[0], width, -1)
 
 
 def _kernel_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A 2-row conv weight ``(C_out, C_in, 2, kw)`` as two matrices ``(kw·C_in, C_out)`` (top row, bottom row) that
     multiply channels-last windows (order ``(kw, C_in)``) from the right."""
     return tuple(weight[:, :, k].permute(2, 1, 0).flatten(0, 1).contiguous() for k in range(2))
+
+
+def _with_negation(weight: torch.Tensor) -> torch.Tensor:
+    """``[W, −W]`` along the last dim: a product with it gives ``[y, −y]``, the input of ``concat_elu``."""
+    return torch.cat([weight, -weight], dim=-1).contiguous()
 
 
 def _row_buffer(like: torch.Tensor, width: int, channels: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -452,15 +475,16 @@ class _InputRows:
     """``u_init``: down-shifted 2×3 conv of the input, so row ``i`` reads image rows ``i − 2, i − 1`` (row 0: zero)."""
 
     def __init__(self, module: DownShiftedConv2d, canvas: Canvas, like: torch.Tensor):
-        self.weight, self.bias = _frozen(module)
+        weight, self.bias = _frozen(module)
+        self.weight = _window_weight(weight)
         self.pixels = canvas.pixels
-        self.out = FeatureMap(like, self.weight.shape[0], canvas.height, canvas.width, level=canvas.level)
+        self.out = FeatureMap(like, weight.shape[0], canvas.height, canvas.width, level=canvas.level)
 
     def row(self, r: int) -> None:
         if r == 0:
             return  # the down-shift's zero row; the map is zero-initialised
-        rows = rows_nchw(self.pixels[:, r - 1:r + 1])  # data rows r − 2, r − 1 (the canvas is padded on top)
-        self.out.set_row(r, _conv_row(F.conv2d(rows, self.weight, self.bias)))
+        rows = self.pixels[:, r - 1:r + 1]  # data rows r − 2, r − 1 (the canvas is padded on top)
+        self.out.set_row(r, _conv_rows(rows, self.weight, self.bias, self.out.width))
 
 
 class _InputPositions:
@@ -502,15 +526,15 @@ class _DownsizeRows:
     """Stride-2 2×3 conv: level-``l`` row ``r`` reads level-``l − 1`` rows ``2r − 1, 2r`` (no ``concat_elu``)."""
 
     def __init__(self, module: DownShiftedConv2d, source: FeatureMap, like: torch.Tensor):
-        self.weight, self.bias = _frozen(module)
+        weight, self.bias = _frozen(module)
+        self.weight = _window_weight(weight)
         self.source = source
-        self.out = FeatureMap(like, self.weight.shape[0], half(source.height), half(source.width),
-                              level=source.level + 1)
+        self.out = FeatureMap(like, weight.shape[0], half(source.height), half(source.width), level=source.level + 1)
 
     def row(self, r: int) -> None:
         assert self.source.row == 2 * r
-        rows = rows_nchw(self.source.raw)  # data rows 2r − 1, 2r; all padded columns
-        self.out.set_row(r, _conv_row(F.conv2d(rows, self.weight, self.bias, stride=(1, 2))))
+        # data rows 2r − 1, 2r; output column c reads data columns 2c − 1 … 2c + 1
+        self.out.set_row(r, _conv_rows(self.source.raw, self.weight, self.bias, self.out.width, stride=2))
 
 
 class _DownsizePositions:
@@ -579,24 +603,26 @@ class _ResnetRows:
     """:meth:`GatedResnet.rows`: the block in the ``u`` stream, one row at a time (see ``GatedResnet``)."""
 
     def __init__(self, module: GatedResnet, source: FeatureMap, skip: FeatureMap | None, h: torch.Tensor):
-        self.w_in, self.b_in = _frozen(module.conv_input)
-        self.w_out, b_out = _frozen(module.conv_out)
+        w_in, self.b_in = _frozen(module.conv_input)
+        w_out, b_out = _frozen(module.conv_out)
+        self.w_in, self.w_out = _window_weight(w_in), _window_weight(w_out)
         self.bias_out = (b_out + module.embedding_proj(h))[:, None, :]  # (B, 1, 2F): conv bias + W·h, once
         self.skip = skip
         if skip is not None:
             self.w_nin, b_nin = _frozen(module.nin_skip)
             self.b_in = self.b_in + b_nin
         self.source = source
-        filters = self.w_in.shape[0]
+        filters = w_in.shape[0]
         self.hidden = FeatureMap(h, filters, source.height, source.width, level=source.level, keep_raw=False)
         self.out = FeatureMap(h, filters, source.height, source.width, level=source.level)
 
     def row(self, r: int) -> None:
-        c = _conv_row(F.conv2d(rows_nchw(self.source.elu), self.w_in, self.b_in))  # (B, W, F)
+        width = self.out.width
+        c = _conv_rows(self.source.elu, self.w_in, self.b_in, width)  # (B, W, F)
         if self.skip is not None:
             c = c + F.linear(self.skip.elu[:, 1, 1:self.skip.width + 1], self.w_nin)
         self.hidden.set_row(r, c)
-        c = _conv_row(F.conv2d(rows_nchw(self.hidden.elu), self.w_out)) + self.bias_out  # (B, W, 2F)
+        c = _conv_rows(self.hidden.elu, self.w_out, None, width) + self.bias_out  # (B, W, 2F)
         value, gate = c.chunk(2, dim=-1)
         self.out.set_row(r, torch.addcmul(self.source.raw_row(), value, torch.sigmoid(gate)))
 
@@ -609,7 +635,9 @@ class _ResnetPositions:
     position: one matrix product per convolution (bottom kernel row; the ``nin`` skip from the ``ul`` stream of the
     up pass is a second one), the gate, the attention, and the ``concat_elu`` of the two results.
     ``concat_elu(cat(skips))`` is ``[a⁺, b⁺, a⁻, b⁻]`` while the maps store ``[a⁺, a⁻]``, ``[b⁺, b⁻]``: the ``nin``
-    columns are split per skip map to match.
+    columns are split per skip map to match. The first convolution's weights are stored with their negation
+    (``[W, −W]``), so that it writes ``[c, −c]`` straight into the hidden map, whose ``concat_elu`` is then one
+    in-place ``elu``.
     """
 
     def __init__(self, module: GatedResnet, source: FeatureMap, skips: list[FeatureMap], h: torch.Tensor,
@@ -623,10 +651,10 @@ class _ResnetPositions:
             w_skips.append(w_nin[:, order].t().contiguous())  # (2 C_skip, F)
             offset += channels
         assert offset == total, "the ul skips do not match nin_skip"
-        self.u_skip, self.w_u_skip = skips[0], w_skips[0]  # the u stream: computed a row at a time
-        self.ul_skip, self.w_ul_skip = (skips[1], w_skips[1]) if len(skips) > 1 else (None, None)
-        self.w_in_top, self.w_in_bottom = _kernel_rows(w_in)
-        self.b_in = b_in + b_nin
+        self.u_skip, self.w_u_skip = skips[0], _with_negation(w_skips[0])  # the u stream: a row at a time
+        self.ul_skip, self.w_ul_skip = (skips[1], _with_negation(w_skips[1])) if len(skips) > 1 else (None, None)
+        self.w_in_top, self.w_in_bottom = (_with_negation(w) for w in _kernel_rows(w_in))
+        self.b_in = _with_negation(b_in + b_nin)
         w_out, b_out = _frozen(module.conv_out)
         self.w_out_top, self.w_out_bottom = _kernel_rows(w_out)
         self.bias_out = (b_out + module.embedding_proj(h))[:, None, :]  # (B, 1, 2F): conv bias + W·h, once per call
@@ -634,10 +662,8 @@ class _ResnetPositions:
         filters, width = w_in.shape[0], source.width
         self.hidden = FeatureMap(h, filters, source.height, width, level=source.level, keep_raw=False)
         self.out = FeatureMap(h, filters, source.height, width, level=source.level)
-        self.partial_in, self.partial_in_at = _row_buffer(h, width, filters)
+        self.partial_in, self.partial_in_at = _row_buffer(h, width, 2 * filters)
         self.partial_out, self.partial_out_at = _row_buffer(h, width, 2 * filters)
-        self.hidden_pre = h.new_zeros(h.shape[0], 1, filters)  # before concat_elu
-        self.hidden_pre_flat = self.hidden_pre[:, 0]
         self.gated = h.new_zeros(h.shape[0], 2 * filters)  # conv_out: value, gate
         self.value, self.gate = self.gated[:, :filters], self.gated[:, filters:]
 
@@ -649,11 +675,11 @@ class _ResnetPositions:
         torch.add(self.hidden.top_windows @ self.w_out_top, self.bias_out, out=self.partial_out)
 
     def at(self, r: int, c: int) -> None:
-        pre = self.hidden_pre_flat
-        torch.addmm(self.partial_in_at[c], self.source.window[c], self.w_in_bottom, out=pre)
+        hidden = self.hidden.elu_at[c]  # [c, −c] first, then its elu
+        torch.addmm(self.partial_in_at[c], self.source.window[c], self.w_in_bottom, out=hidden)
         if self.ul_skip is not None:
-            pre.addmm_(self.ul_skip.elu_at[c], self.w_ul_skip)
-        self.hidden.activate(c, self.hidden_pre)
+            hidden.addmm_(self.ul_skip.elu_at[c], self.w_ul_skip)
+        F.elu_(hidden)
         torch.addmm(self.partial_out_at[c], self.hidden.window[c], self.w_out_bottom, out=self.gated)
         self.gate.sigmoid_()
         out = self.out.raw_at[c]

@@ -140,11 +140,6 @@ def _concat_elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(torch.cat([x, -x], dim=-1))
 
 
-def rows_nchw(buffer: torch.Tensor) -> torch.Tensor:
-    """Two padded channels-last rows ``(B, 2, W + 2, C)`` as a ``(B, C, 2, W + 2)`` view for ``conv2d``."""
-    return buffer.permute(0, 3, 1, 2)
-
-
 def half(size: int) -> int:
     """Size after a stride-2 down-sampling (rounds up)."""
     return (size + 1) // 2
@@ -186,18 +181,14 @@ class NCPNCache:
         self._rows = [[(lv, step) for lv, step in self.network.rows if lv <= top] for top in levels]
         self._starts = [[(lv, start) for lv, start, _ in self.network.positions if lv <= top] for top in levels]
         self._positions = [[(lv, at) for lv, _, at in self.network.positions if lv <= top] for top in levels]
-
-    def _top_level(self, *coords: int) -> int:
-        """The coarsest level with a position at these full-resolution coordinates (``2^l`` divides them all)."""
-        level = 0
-        while level < self.max_level and all(v % 2 ** (level + 1) == 0 for v in coords):
-            level += 1
-        return level
+        # per full-resolution coordinate v: the coarsest level with a position there (2^l divides v)
+        self._levels = [next(lv for lv in reversed(levels) if v % 2**lv == 0)
+                        for v in range(max(self.canvas.height, self.canvas.width))]
 
     def start_row(self, i: int) -> None:
         """Compute the ``u`` stream at image row ``i`` (every level with a row there) and the row-wide part of the
         ``ul`` stream's convolutions; rows ``< i`` must be set."""
-        top = self._top_level(i)
+        top = self._levels[i]
         for level, step in self._rows[top]:
             step(i >> level)
         for level, start in self._starts[top]:
@@ -205,7 +196,7 @@ class NCPNCache:
 
     def params_at(self, i: int, j: int) -> torch.Tensor:
         """Advance the ``ul`` stream to pixel ``(i, j)`` and return its mixture parameters ``(B, P)``."""
-        for level, step in self._positions[self._top_level(i, j)]:
+        for level, step in self._positions[min(self._levels[i], self._levels[j])]:
             step(i >> level, j >> level)
         return self.network.head(j)
 
