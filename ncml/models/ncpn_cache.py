@@ -42,6 +42,7 @@ of every attention layer (``2·B·C·H·W`` each) — for the paper's CIFAR-10 m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -97,16 +98,33 @@ class FeatureMap:
         self.raw = like.new_zeros(batch, 2, width + 2, channels) if keep_raw else None
         self.elu = like.new_zeros(batch, 2, width + 2, 2 * channels)
         self._sign = like.new_tensor([1.0, -1.0]).view(2, 1)  # [x, −x] in one product
-        current = self.elu[:, 1]
-        self.elu_at = [current[:, c + 1] for c in range(width)]
-        self._elu_pairs = [e.view(batch, 2, channels) for e in self.elu_at]
-        self.window = [current[:, c:c + 2].flatten(1) for c in range(width)]  # a view: the two columns are adjacent
+
+    # the views, built on first use (maps of the u stream, written a row at a time, need none of them)
+    @functools.cached_property
+    def elu_at(self) -> list[torch.Tensor]:
+        return [self.elu[:, 1, c + 1] for c in range(self.width)]
+
+    @functools.cached_property
+    def window(self) -> list[torch.Tensor]:
+        return [self.elu[:, 1, c:c + 2].flatten(1) for c in range(self.width)]  # a view: the columns are adjacent
+
+    @functools.cached_property
+    def top_windows(self) -> torch.Tensor:
         previous = self.elu[:, 0]
-        self.top_windows = previous.as_strided((batch, width, 4 * channels), (previous.stride(0), 2 * channels, 1),
-                                               previous.storage_offset())
-        if keep_raw:
-            self.raw_at = [self.raw[:, 1, c + 1] for c in range(width)]
-            self._raw_rows = [self.raw[:, 1, c + 1:c + 2] for c in range(width)]  # (B, 1, C)
+        return previous.as_strided((previous.shape[0], self.width, 4 * self.channels),
+                                   (previous.stride(0), 2 * self.channels, 1), previous.storage_offset())
+
+    @functools.cached_property
+    def raw_at(self) -> list[torch.Tensor]:
+        return [self.raw[:, 1, c + 1] for c in range(self.width)]
+
+    @functools.cached_property
+    def _elu_pairs(self) -> list[torch.Tensor]:
+        return [e.view(e.shape[0], 2, self.channels) for e in self.elu_at]
+
+    @functools.cached_property
+    def _raw_rows(self) -> list[torch.Tensor]:
+        return [self.raw[:, 1, c + 1:c + 2] for c in range(self.width)]  # (B, 1, C)
 
     def advance(self, r: int) -> None:
         """Make row ``r`` the current one (``r`` is the current row or the next)."""
@@ -124,11 +142,11 @@ class FeatureMap:
             self.raw[:, 1, 1:self.width + 1] = value
         self.elu[:, 1, 1:self.width + 1] = _concat_elu(value)
 
-    def activate(self, c: int, value: torch.Tensor | None = None) -> None:
-        """Set the ``concat_elu`` of column ``c`` of the current row from ``value`` ``(B, 1, C)``; by default from
-        ``raw_at[c]`` (written by the step that computed the position). Two kernels, in place."""
+    def activate(self, c: int) -> None:
+        """Set the ``concat_elu`` of column ``c`` of the current row from ``raw_at[c]`` (written by the step that
+        computed the position): ``[x, −x]`` in one product, then ``elu`` in place."""
         pair = self._elu_pairs[c]
-        torch.mul(self._raw_rows[c] if value is None else value, self._sign, out=pair)
+        torch.mul(self._raw_rows[c], self._sign, out=pair)
         F.elu_(pair)
 
     def raw_row(self) -> torch.Tensor:
