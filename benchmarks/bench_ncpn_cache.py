@@ -13,13 +13,13 @@ The cached sampler draws whole images. The naive loop (one full forward pass per
 pixel, so it is timed on the first ``--naive-pixels`` pixels only (the rest given as known pixels, which the loop
 skips) and extrapolated to ``H·W`` pixels; ``--naive-pixels 0`` runs it on every pixel. Both use the same
 generator, so the pixels drawn by both runs must agree (checked and printed). Each figure is the minimum over
-``--repeats`` runs (the three measurements interleaved), in **CPU seconds of this process** (``time.process_time``) as well as wall seconds: on a shared
-machine the wall clock mostly measures the other processes, while CPU time measures this one (on CPU with one
-thread the speed-up is taken from CPU time; on CUDA from wall time). It also prints one forward pass, the
-arithmetic of a whole image done in large kernels — the cached sampler does the same arithmetic in small pieces,
-so ``H·W`` forward passes over one forward pass bound the speed-up from above. "its network alone" runs the
+``--repeats`` runs (the measurements interleaved), in **CPU seconds of this process** (``time.process_time``) as well
+as wall seconds: on a shared machine the wall clock mostly measures the other processes, while CPU time measures this
+one (on CPU with one thread the speed-up is taken from CPU time; on CUDA from wall time). It also prints one forward
+pass, the arithmetic of a whole image done in large kernels — the cached sampler does the same arithmetic in small
+pieces, so ``H·W`` forward passes over one forward pass bound the speed-up from above. "its network alone" runs the
 cache over the drawn images without drawing (no mixture sampling, no sampling loop): the rest of the cached
-sampler's time is the template's draws, unbiased by profiling.
+sampler's time is the template's draws and loop, unbiased by profiling.
 
 ``--profile`` runs the cached sampler once more under ``cProfile`` (timed by CPU time) and splits its time by layer
 kind: the ``u`` stream (whole rows), the row preparation of the ``ul`` stream (top kernel rows), the ``ul`` gated
@@ -229,8 +229,8 @@ def main() -> None:
 
     if args.profile:
         total, rows, in_torch = profile_split(cached_run, args.repeats)
-        print(f"\ncached sampler under cProfile: {total:.3f} CPU s (profiling adds overhead), {1e3 * total / num_pixels:.3f}"
-              f" ms/pixel")
+        print(f"\ncached sampler under cProfile: {total:.3f} CPU s (profiling adds overhead), "
+              f"{1e3 * total / num_pixels:.3f} ms/pixel")
         print(f"{'layer kind':<46} {'CPU s':>7} {'share':>6} {'us/pixel':>9}")
         for label, seconds in rows:
             print(f"{label:<46} {seconds:>7.3f} {100 * seconds / total:>5.1f}% {1e6 * seconds / num_pixels:>9.1f}")
