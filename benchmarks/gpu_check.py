@@ -47,8 +47,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))  # flop_count, also when imported or launched from elsewhere
+sys.path.insert(0, str(HERE))  # flop_count and bench_sampling, also when imported or launched from elsewhere
 
+from bench_sampling import synchronize  # noqa: E402
+from bench_sampling import timed as seconds  # noqa: E402
 from flop_count import counter  # noqa: E402
 
 from ncml.losses.ncml_loss import NCMLLoss  # noqa: E402
@@ -74,19 +76,6 @@ T_SAMPLE = 0.05  # the AR phase's t of the default two-part sampler (VP: t_max /
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds(fn, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def grid_images(model: NCPNModel, batch: int, generator: torch.Generator) -> torch.Tensor:
     k = torch.randint(0, 2**model.config.num_bits, (batch, *model.image_shape), generator=generator)
     return k * model.bin_width - 1
