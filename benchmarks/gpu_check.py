@@ -14,10 +14,12 @@ One command; prints one table. With random weights (speed does not depend on the
   ``PEAK_TFLOPS`` (matched against the device name) or ``--peak_tflops`` / ``--peak_tflops_fp32``; float32 is
   compared with the TF32 tensor-core peak when cuDNN may use TF32 (PyTorch's default for convolutions, which carry
   almost all of NCPN's FLOPs), else with the plain float32 peak;
-* **torch.compile**: the same bfloat16 step with ``torch.compile(model)``: the speed-up over eager, and the seconds of
+* **torch.compile** (measured last: compiling can take minutes): the same bfloat16 step with ``torch.compile(model)``: the speed-up over eager, and the seconds of
   the first (compiling) step;
 * **cached sampling**: ``model.sample(use_cache=True)`` of whole images (32×32×3 for CIFAR-10) at ``t = 0.05`` and
   batch ``--sample-batch`` (64), images/s;
+* **cached == naive**: the tiny config sampled with and without the cache on the device, TF32 off: every value equal
+  at t = 0, within 1e-3 at t = 0.05 (PASS/FAIL);
 * **two-part sampling**: one ``NCMLPipeline`` call (``VPSDEScheduler``, the library's default sampler unless
   ``--pipeline-steps``), seconds per image, split into the AR phase and the refinement;
 * **2 processes vs 1**: ``accelerate launch`` of a small model with 2 processes at batch ``n`` each against 1 process
@@ -130,6 +132,8 @@ def measure_training(model, args, device, precision: str, *, compiled: bool = Fa
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     x0 = grid_images(model, args.batch_size, torch.Generator().manual_seed(0)).to(device)
+    if args.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
     step = training_step(net, optimizer, x0, precision=precision,
                          generator=torch.Generator(device).manual_seed(0))
     first = seconds(step, device)  # compiles, if compiled
@@ -165,6 +169,24 @@ def measure_cached_sampling(model, args, device) -> dict:
     s = seconds(lambda: model.sample(b, T_SAMPLE, progress=False, generator=torch.Generator(device).manual_seed(0)),
                 device)
     return {"images_s": b / s, "seconds": s, "ms_pixel": 1e3 * s / (h * w)}
+
+
+def check_cache_matches(device) -> dict:
+    """Cached vs naive sampling of the tiny config on ``device`` (TF32 off): equal draws at t = 0, max gap at t > 0."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        model = NCPNModel.from_config(TINY).to(device).eval()
+        out = {}
+        for t in (0.0, T_SAMPLE):
+            cached, naive = (model.sample(4, t, use_cache=use_cache, progress=False,
+                                          generator=torch.Generator(device).manual_seed(0))
+                             for use_cache in (True, False))
+            out[t] = (cached == naive).float().mean().item() if t == 0 else (cached - naive).abs().max().item()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    return {"equal": out[0.0], "gap": out[T_SAMPLE], "passed": out[0.0] == 1.0 and out[T_SAMPLE] < 1e-3}
 
 
 def measure_pipeline(model, args, device) -> dict:
@@ -292,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile backend (the slow test uses aot_eager: it traces forward and backward "
                              "without generating code, which takes minutes on a CPU)")
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process check")
+    parser.add_argument("--no-sampling", action="store_true", help="skip the three sampling rows")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the two-part sampling row")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    parser.add_argument("--channels-last", action="store_true", help="train with channels_last weights and inputs")
     parser.add_argument("--ddp-timeout", type=float, default=900.0, help="seconds per accelerate launch")
     parser.add_argument("--ddp-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -310,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args)
     torch.manual_seed(0)
     model = NCPNModel.from_config(config).to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark or torch.backends.cudnn.benchmark
     c, h, w = model.image_shape
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"gpu_check: {name}; torch {torch.__version__}; NCPN {'tiny' if tiny else Path(args.config).name} "
@@ -317,9 +346,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} timed steps; sampling batch {args.sample_batch}", flush=True)
     if device.type == "cuda":
         print(f"TF32: cuDNN {torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32}; "
-              f"cudnn.benchmark {torch.backends.cudnn.benchmark}", flush=True)
+              f"cudnn.benchmark {torch.backends.cudnn.benchmark}; channels_last {args.channels_last}", flush=True)
 
-    rows: list[tuple[str, str, str]] = []
+    class Rows(list):
+        """The table's rows; each is also printed as it is measured, so a run cut short keeps what it measured."""
+
+        def append(self, row: tuple[str, str, str]) -> None:
+            super().append(row)
+            print(" | ".join(row), flush=True)
+
+    rows = Rows()
     failures = []
 
     def run(label, fn):
@@ -351,17 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         if r["memory"] is not None:
             rows.append((f"  peak memory {precision}", f"{r['memory'] / 2**30:.2f} GiB",
                          f"batch {args.batch_size}, max_memory_allocated"))
-    if not args.no_compile and results.get("bf16"):
-        r = run("torch.compile bf16", lambda: measure_training(model, args, device, "bf16", compiled=True))
-        if r is not None:
-            rows.append(("torch.compile bf16", f"{results['bf16']['step_s'] / r['step_s']:.2f}x speed-up",
-                         f"{r['images_s']:.1f} images/s; first step {r['first_s']:.0f} s (compiling); backend "
-                         f"{args.compile_backend}"))
-    r = run("cached sampling", lambda: measure_cached_sampling(model, args, device))
+    r = None if args.no_sampling else run("cached sampling", lambda: measure_cached_sampling(model, args, device))
     if r is not None:
         rows.append(("cached sampling", f"{r['images_s']:.2f} images/s",
                      f"{h}x{w}x{c}, batch {args.sample_batch}, t = {T_SAMPLE}, {r['ms_pixel']:.2f} ms/pixel"))
-    r = run("two-part sampling", lambda: measure_pipeline(model, args, device))
+    r = None if args.no_sampling else run("cached == naive", lambda: check_cache_matches(device))
+    if r is not None:
+        rows.append(("cached == naive (tiny)", "PASS" if r["passed"] else "FAIL",
+                     f"TF32 off; t = 0: {100 * r['equal']:.1f}% of values equal; t = {T_SAMPLE}: max |gap| "
+                     f"{r['gap']:.1e}"))
+        if not r["passed"]:
+            failures.append("cached == naive")
+    r = None if args.no_sampling or args.no_pipeline else run("two-part sampling",
+                                                                lambda: measure_pipeline(model, args, device))
     if r is not None:
         rows.append(("two-part sampling", f"{r['total']:.3f} s/image",
                      f"AR {r['ar']:.3f} + refinement {r['refine']:.3f} s/image; {r['steps']} steps x (1 + "
@@ -374,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"loss after {DDP_STEPS} steps rel diff {r['loss_diff']:.1e}"))
             if not r["passed"]:
                 failures.append("2 processes vs 1")
+    if not args.no_compile and results.get("bf16"):  # last: compiling can take minutes
+        r = run("torch.compile bf16", lambda: measure_training(model, args, device, "bf16", compiled=True))
+        if r is not None:
+            rows.append(("torch.compile bf16", f"{results['bf16']['step_s'] / r['step_s']:.2f}x speed-up",
+                         f"{r['images_s']:.1f} images/s; first step {r['first_s']:.0f} s (compiling); backend "
+                         f"{args.compile_backend}"))
     rows.append(("peak used for the fractions", "", peak_note))
 
     widths = [max(len(row[i]) for row in rows + [("check", "value", "notes")]) for i in range(3)]
