@@ -26,6 +26,7 @@ Log-scales are clamped at ``MIN_LOG_SCALE`` (PixelCNN++'s −7).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -84,12 +85,17 @@ class LogisticMixture:
         """Component means ``(B, C, M, *S)`` given the pixel values ``x`` ``(B, C, *S)`` of earlier channels."""
         if self.num_channels == 1:
             return self.means
-        xr, xg = x[:, 0:1], x[:, 1:2]  # (B, 1, *S): broadcast over the M components
-        a, b_, g = self.coeffs[:, 0], self.coeffs[:, 1], self.coeffs[:, 2]
-        mean_r = self.means[:, 0]
-        mean_g = self.means[:, 1] + a * xr
-        mean_b = self.means[:, 2] + b_ * xr + g * xg
-        return torch.stack([mean_r, mean_g, mean_b], dim=1)
+        return torch.stack([self.coupled_mean(x, ch) for ch in range(3)], dim=1)
+
+    def coupled_mean(self, x: torch.Tensor, channel: int) -> torch.Tensor:
+        """Component means ``(B, M, *S)`` of one ``channel`` given ``x`` ``(B, C', *S)`` holding at least the channels
+        before it: ``coupled_means(x)[:, channel]`` (the same values), computed for that channel alone."""
+        if channel == 0:
+            return self.means[:, 0]
+        xr = x[:, 0:1]  # (B, 1, *S): broadcast over the M components
+        if channel == 1:
+            return self.means[:, 1] + self.coeffs[:, 0] * xr
+        return self.means[:, 2] + self.coeffs[:, 1] * xr + self.coeffs[:, 2] * x[:, 1:2]
 
     def component_log_probs(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
         """``ℓ_c,k`` of shape ``(B, C, M, *S)``: log bin mass where ``discrete`` (per sample), else log density.
@@ -100,17 +106,23 @@ class LogisticMixture:
         for grid values, so where a sample is continuous (its ``x`` any real) it is taken at the stand-in grid value
         ``−1``; the density needs none (finite, with finite gradients, at every finite ``x``, grid values included).
         """
-        means = self.coupled_means(x)
-        xk = x.unsqueeze(2)  # (B, C, 1, *S)
+        return self._log_probs(x.unsqueeze(2), self.coupled_means(x), self.log_scales, discrete)
+
+    def _log_probs(self, xk: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor,
+                   discrete: torch.Tensor | bool, inv_s: torch.Tensor | None = None,
+                   softplus=F.softplus) -> torch.Tensor:
+        """:meth:`component_log_probs` of values ``xk`` (sample axis first, broadcast against the components) under
+        components of ``means`` and ``log_scales``; ``inv_s`` is ``exp(−log_scales)`` where the caller has it, and
+        ``softplus`` the density's (see :func:`_softplus_in`)."""
         if isinstance(discrete, bool):
             if discrete:
-                return _discretized_logistic_log_mass(xk, means, self.log_scales, self.num_bits)
-            return _logistic_log_pdf(xk, means, self.log_scales)
-        discrete = _as_batch_mask(discrete, x.shape[0], x.device).view(-1, *[1] * (xk.ndim - 1))
-        inv_s = torch.exp(-self.log_scales)  # shared by both branches
-        mass = _discretized_logistic_log_mass(torch.where(discrete, xk, -1.0), means, self.log_scales, self.num_bits,
+                return _discretized_logistic_log_mass(xk, means, log_scales, self.num_bits, inv_s=inv_s)
+            return _logistic_log_pdf(xk, means, log_scales, inv_s=inv_s, softplus=softplus)
+        discrete = _as_batch_mask(discrete, xk.shape[0], xk.device).view(-1, *[1] * (xk.ndim - 1))
+        inv_s = torch.exp(-log_scales) if inv_s is None else inv_s  # shared by both branches
+        mass = _discretized_logistic_log_mass(torch.where(discrete, xk, -1.0), means, log_scales, self.num_bits,
                                               inv_s=inv_s)
-        return torch.where(discrete, mass, _logistic_log_pdf(xk, means, self.log_scales, inv_s=inv_s))
+        return torch.where(discrete, mass, _logistic_log_pdf(xk, means, log_scales, inv_s=inv_s, softplus=softplus))
 
     # ---- likelihood ------------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, discrete: torch.Tensor | bool) -> torch.Tensor:
@@ -144,22 +156,30 @@ class LogisticMixture:
         x = torch.zeros((b, c, *spatial), dtype=self.means.dtype, device=self.means.device)
         if known is not None:
             x = torch.where(known_mask, known.to(x.dtype), x)
+        on_grid = discrete.view(-1, *[1] * len(spatial))  # against one channel (B, *S)
         log_w = F.log_softmax(self.logits, dim=1)  # (B, M, *S): posterior over k given channels drawn so far
+        # Only channel ch's means and log-probabilities are computed at each step (those of later channels depend on
+        # values not drawn yet); 1/s does not depend on x, so it is taken once for every channel. The
+        # density's softplus runs in channel ch's slot of a (B, C, M, *S) tensor, rounding every value as
+        # component_log_probs does (_softplus_in), so the draws are bit for bit those of the all-channel computation.
+        inv_s = torch.exp(-self.log_scales) if c > 1 else None
         for ch in range(c):
             u_k = utils.rand((b, *spatial), generator=generator, device=x.device, dtype=x.dtype)
-            k = _categorical(log_w, u_k)  # (B, *S)
-            means = self.coupled_means(x)[:, ch]  # (B, M, *S)
-            mu = means.gather(1, k.unsqueeze(1)).squeeze(1)
-            log_s = self.log_scales[:, ch].gather(1, k.unsqueeze(1)).squeeze(1)
+            k = _categorical(log_w, u_k).unsqueeze(1)  # (B, 1, *S)
+            means = self.coupled_mean(x, ch)  # (B, M, *S)
+            mu = means.gather(1, k).squeeze(1)
+            log_s = self.log_scales[:, ch].gather(1, k).squeeze(1)
             u = utils.rand((b, *spatial), generator=generator, device=x.device, dtype=x.dtype)
             u = u.clamp(_U_EPS, 1 - _U_EPS)
             value = mu + log_s.exp() * (torch.log(u) - torch.log1p(-u))
-            value = torch.where(discrete.view(-1, *[1] * (value.ndim - 1)), self.quantize(value), value)
+            value = torch.where(on_grid, self.quantize(value), value)
             if known is not None:
                 value = torch.where(known_mask[:, ch], x[:, ch], value)
             x[:, ch] = value
-            if ch + 1 < c:
-                log_w = log_w + self.component_log_probs(x, discrete)[:, ch]
+            if ch + 1 < c:  # ℓ_ch,k at the drawn value, under the same means (they do not depend on x_ch)
+                softplus = functools.partial(_softplus_in, self.log_scales.shape, ch)
+                log_w = log_w + self._log_probs(value.unsqueeze(1), means, self.log_scales[:, ch], discrete,
+                                                inv_s[:, ch], softplus)
         return x
 
     # ---- guidance --------------------------------------------------------------------------------
@@ -167,7 +187,10 @@ class LogisticMixture:
                           discrete: torch.Tensor | bool) -> torch.Tensor:
         """``log p(x_c = v | x_<c)`` ``(B, L)`` for the ``L`` candidate ``values`` ``(B, L)`` of channel ``c`` of one
         pixel per sample (``params`` of shape ``(B, P)``), given that pixel's earlier channels in ``x`` ``(B, C)``.
-        Log masses where ``discrete`` (values on the grid), log densities elsewhere."""
+        Log masses where ``discrete`` (values on the grid), log densities elsewhere.
+
+        The same values as ``log_prob`` of ``x`` with channel ``c`` set to each candidate, taken at channel ``c``; only
+        the channels up to ``c`` are evaluated (the conditional of ``c`` does not depend on later ones)."""
         if self.means.ndim != 3:
             raise ValueError("channel_log_probs needs the mixture of one pixel per sample: params of shape (B, P)")
         n = values.shape[1]
@@ -177,9 +200,21 @@ class LogisticMixture:
         for name in ("logits", "means", "log_scales", "coeffs"):
             v = getattr(self, name)
             setattr(wide, name, None if v is None else v.unsqueeze(-1).expand(*v.shape, n))
-        xs = x.unsqueeze(-1).expand(*x.shape, n).clone()  # (B, C, L)
+        xs = x[:, :channel + 1].unsqueeze(-1).expand(-1, -1, n).clone()  # (B, c + 1, L)
         xs[:, channel] = values.to(xs.dtype)
-        return wide.log_prob(xs, discrete)[:, channel]
+        inv_s = torch.exp(-self.log_scales).unsqueeze(-1).expand(*self.log_scales.shape, n)  # once per pixel, not per L
+        shape = wide.log_scales.shape  # (B, C, M, L): the densities' softplus runs in its channel's slot, as in sample
+        comp = []  # ℓ_c',k for c' ≤ c, each (B, M, L)
+        for ch in range(channel + 1):
+            softplus = functools.partial(_softplus_in, shape, ch) if self.num_channels > 1 else F.softplus
+            comp.append(wide._log_probs(xs[:, ch].unsqueeze(1), wide.coupled_mean(xs, ch), wide.log_scales[:, ch],
+                                        discrete, inv_s[:, ch], softplus))
+        log_pi = F.log_softmax(wide.logits, dim=1)  # (B, M, L)
+        if channel == 0:
+            return torch.logsumexp(log_pi + comp[0], dim=1)
+        joint = log_pi.unsqueeze(1) + torch.stack(comp, dim=1).cumsum(dim=1)[:, -2:]  # Σ_{c' < c} ℓ and Σ_{c' ≤ c} ℓ
+        log_prefix = torch.logsumexp(joint, dim=2)  # log p(x_<c), log p(x_≤c): (B, 2, L)
+        return log_prefix[:, 1] - log_prefix[:, 0]
 
     def guided_sample(self, unconditional: "LogisticMixture", guidance_scale: float, discrete: torch.Tensor | bool, *,
                       known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
@@ -235,11 +270,26 @@ class LogisticMixture:
 
 # ---- elementwise log-likelihoods --------------------------------------------------------------------
 def _logistic_log_pdf(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, *,
-                      inv_s: torch.Tensor | None = None) -> torch.Tensor:
+                      inv_s: torch.Tensor | None = None, softplus=F.softplus) -> torch.Tensor:
     """``log L(x; μ, s) = −u − log s − 2·softplus(−u)``, ``u = (x − μ)/s`` (symmetric, overflow-free); ``inv_s``
-    is ``exp(−log_scale)`` where the caller has it already."""
+    is ``exp(−log_scale)`` where the caller has it already; ``softplus`` another evaluation of ``F.softplus``."""
     u = (x - mean) * (torch.exp(-log_scale) if inv_s is None else inv_s)
-    return -u - log_scale - 2 * F.softplus(-u)
+    return -u - log_scale - 2 * softplus(-u)
+
+
+def _softplus_in(shape: torch.Size, index: int, v: torch.Tensor) -> torch.Tensor:
+    """``F.softplus(v)`` for ``v`` ``(B, *rest)`` computed in slot ``index`` (dim 1) of a contiguous tensor of
+    ``shape`` ``(B, C, *rest)`` (zeros elsewhere): rounded exactly as ``F.softplus`` over a full tensor of that shape
+    rounds those elements.
+
+    PyTorch's CPU softplus rounds the tail of each loop (under two SIMD vectors of elements) with its scalar code,
+    which can differ from its vector code in the last bit, so an element's rounding depends on its place in the tensor
+    (the other functions used here round alike in both). Computing one channel in its slot of the all-channel layout
+    keeps the per-channel draws bit-identical to the all-channel computation, at the cost of a copy.
+    """
+    slots = v.new_zeros(shape)
+    slots[:, index] = v
+    return F.softplus(slots)[:, index]
 
 
 def _discretized_logistic_log_mass(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_bits: int, *,
@@ -277,7 +327,7 @@ def _categorical(log_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def _support(mixture: LogisticMixture, x: torch.Tensor, channel: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lo, hi)`` ``(B,)``: the components' means ∓ GUIDANCE_GRID_HALF_WIDTH scales of one pixel's ``channel``
     given its earlier channels in ``x`` ``(B, C)``."""
-    means = mixture.coupled_means(x)[:, channel]  # (B, M)
+    means = mixture.coupled_mean(x, channel)  # (B, M)
     reach = GUIDANCE_GRID_HALF_WIDTH * mixture.log_scales[:, channel].exp()
     return (means - reach).amin(dim=1), (means + reach).amax(dim=1)
 
