@@ -183,8 +183,9 @@ def training_section(release: Path) -> list[str]:
     return text[1].split("\n## ", 1)[0].strip().splitlines()
 
 
-def ship(release: Path, report: dict) -> None:
-    """Copy the release pipeline in ``release`` into the package and write its card (see the module docstring)."""
+def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
+    """Copy the release pipeline in ``release`` into the package and write its card (see the module docstring);
+    ``pretrain``: the run that ``release`` continued (``--init_from``), whose log and record the card also gets."""
     import shutil
 
     dest = BUNDLED / NAME
@@ -196,18 +197,21 @@ def ship(release: Path, report: dict) -> None:
         shutil.copytree(release / part, dest / part)
     shutil.copy2(release / "model_index.json", dest / "model_index.json")
     shutil.copy2(BUNDLED / "ncpn-mnist5k-vp" / "sampling_config.json", dest / "sampling_config.json")
-    log = ROOT / "docs" / "training" / f"{NAME}.metrics.jsonl"
-    shutil.copy2(release / "logs" / "metrics.jsonl", log)
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    steps = max(r["step"] for r in records)
-    final = [r for r in records if r["step"] == steps and "eval/bpd_t=0" in r][-1]
+    legs = [] if pretrain is None else [(pretrain, ROOT / "docs" / "training" / f"{NAME}.metrics.jsonl")]
+    legs.append((release, ROOT / "docs" / "training" / f"{NAME}{'.finetune' if legs else ''}.metrics.jsonl"))
+    steps = []
+    for run, log in legs:
+        shutil.copy2(run / "logs" / "metrics.jsonl", log)
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        steps.append(max(r["step"] for r in records))
+    final = [r for r in records if r["step"] == steps[-1] and "eval/bpd_t=0" in r][-1]
     pipe = NCMLClassConditionalPipeline.from_pretrained(dest)
     params = pipe.backbone.num_parameters()
     lines = ["---", "datasets:", "- mnist5k", "library_name: ncml", "license: apache-2.0", "tags:", "- ncml",
              "- autoregressive", "- noise-conditional", "- class-conditional", "- NCPNModel", "---", "",
              "# Class-conditional NCPNModel trained with NCML on mnist5k", "",
-             f"The NCPN of the bundled `ncpn-mnist5k-vp` with a class embedding ({params:,} parameters; 10 digits "
-             "and a null class meaning \"no label\"), trained by NCML with label dropout, so one network "
+             f"The NCPN architecture of the bundled `ncpn-mnist5k-vp` with a class embedding ({params:,} parameters; "
+             "10 digits and a null class meaning \"no label\"), trained by NCML with label dropout, so one network "
              "gives p_θ,t(x | y) and p_θ,t(x), which classifier-free guidance combines and which give the exact "
              "Bayes classifier p(y | x).", "",
              "```python", "import ncml", "from ncml import NCMLClassConditionalPipeline", "",
@@ -216,14 +220,19 @@ def ship(release: Path, report: dict) -> None:
              "log_post = ncml.evaluation.class_posterior(pipe.backbone, uint8_digits)  # (N, 10) log p(y | x)",
              "```", "",
              "## How it was trained", "",
-             f"{steps:,} steps with `examples/train_ncml.py --config examples/configs/ncpn_mnist_vp_cond.json` (label "
-             f"dropout 0.1 for the null class), on the training digits without the 500 validation digits "
-             f"(`docs/training/{NAME}.metrics.jsonl`); the training script's own record of the run:", "",
-             *training_section(release), "",
-             f"Validation bits/dim at t = 0 given the true label (200 validation digits, EMA): "
-             f"{final['eval/bpd_t=0']:.4f}.", "",
-             "The sampler settings (`sampling_config.json`) are those chosen for the unconditional model on the "
-             "validation digits, not re-tuned for this one.", ""]
+             f"{' + '.join(f'{n:,}' for n in steps)} steps with `examples/train_ncml.py --config "
+             f"examples/configs/ncpn_mnist_vp_cond.json` (label dropout 0.1 for the null class), on the training "
+             f"digits without the 500 validation digits"
+             + (", from scratch, then continued from the first run's EMA weights (`--init_from`)" if pretrain else "")
+             + f" (`{'`, `'.join(f'docs/training/{log.name}' for _, log in legs)}`). The training script's own "
+             "record of each run:", ""]
+    for i, (run, _) in enumerate(legs, 1):
+        title = "from scratch" if i == 1 and pretrain else "continued from run 1's EMA weights" if pretrain else ""
+        lines += [f"### Run {i}" + (f": {title}" if title else ""), "", *training_section(run), ""]
+    lines += [f"Validation bits/dim at t = 0 given the true label (200 validation digits, EMA): "
+              f"{final['eval/bpd_t=0']:.4f}.", "",
+              "The sampler settings (`sampling_config.json`) are those chosen for the unconditional model on the "
+              "validation digits, not re-tuned for this one.", ""]
     val = report.get("validation")
     if val:
         lines += ["## Validation figures (500 validation digits)", "",
@@ -246,6 +255,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"), help="folder for the JSON and PNGs")
     p.add_argument("--stage", choices=("validate", "test", "all", "ship"), default="all")
     p.add_argument("--release", type=Path, default=None, help="--stage ship: the training run's output_dir")
+    p.add_argument("--pretrain", type=Path, default=None,
+                   help="--stage ship: the run that --release continued with --init_from (its output_dir)")
     p.add_argument("--num-val-samples", type=int, default=250, help="plain-AR samples per w in validation")
     p.add_argument("--num-samples", type=int, default=500, help="samples per sampler in the test stage")
     p.add_argument("--num-test", type=int, default=500, help="test digits for the classifiers")
@@ -259,7 +270,7 @@ def main(argv=None) -> None:
     if args.stage == "ship":
         if args.release is None:
             raise SystemExit("--stage ship needs --release DIR")
-        ship(args.release, json.loads(path.read_text()) if path.is_file() else {})
+        ship(args.release, json.loads(path.read_text()) if path.is_file() else {}, args.pretrain)
         return
     if args.pipeline is None:
         args.pipeline = str(ncml.pretrained(NAME))
