@@ -4,10 +4,10 @@
     ncml evaluate    --dataset mnist5k --num-images 200                  # bits/dim against t (clean, noised)
     ncml sanity-test --dataset mnist5k --num-images 200                  # LSB flips: NLL and Δlog p (Fig. 4)
     ncml ood         --dataset mnist5k --ood-dataset fashion-mnist       # AUROC and histograms
-    ncml classify    --pipeline COND_PIPELINE --noise-std 0 8 32         # exact Bayes classifier accuracy
+    ncml classify    --pipeline ncpn-mnist5k-vp-cond --noise-std 0 8 32  # exact Bayes classifier accuracy
 
-Every command takes ``--pipeline PATH_OR_REPO_ID`` (a pipeline folder or a Hub repo id; default: the bundled
-model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits``, the
+Every command takes ``--pipeline NAME_OR_PATH`` (a bundled name, a pipeline folder or a Hub repo id; default:
+the bundled model), prints a table and writes a PNG. Datasets are the bundled ``mnist5k`` / ``digits``, the
 out-of-distribution sets of ``ncml.data.OOD_DATASETS`` (``--ood-dataset``), ``noise``, or a folder of PNG/JPEG
 images; nothing is downloaded except a Hub repo named with ``--pipeline``.
 """
