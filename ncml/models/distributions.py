@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 
 import torch
 import torch.nn.functional as F
@@ -73,12 +74,12 @@ class LogisticMixture:
         self.num_mixtures = m
         self.num_bits = num_bits
         self.bin_width = 2.0 / (2**num_bits - 1)
-        spatial = params.shape[2:]
-        b, c = params.shape[0], num_channels
-        self.logits = params[:, :m]  # (B, M, *S)
-        self.means = params[:, m:(1 + c) * m].reshape(b, c, m, *spatial)  # (B, C, M, *S)
-        self.log_scales = params[:, (1 + c) * m:(1 + 2 * c) * m].reshape(b, c, m, *spatial).clamp(min=MIN_LOG_SCALE)
-        self.coeffs = torch.tanh(params[:, (1 + 2 * c) * m:].reshape(b, 3, m, *spatial)) if c == 3 else None
+        c = num_channels
+        # views of params (B, 1 + 2C (+ 3), M, *S): logits (B, M, *S); means, log-scales, coefficients (B, C, M, *S)
+        logits, self.means, log_scales, *coeffs = params.unflatten(1, (-1, m)).split([1, c, c] + [3] * (c == 3), 1)
+        self.logits = logits.squeeze(1)
+        self.log_scales = log_scales.clamp(min=MIN_LOG_SCALE)
+        self.coeffs = torch.tanh(coeffs[0]) if c == 3 else None
 
     # ---- structure -------------------------------------------------------------------------------
     def coupled_means(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,38 +150,97 @@ class LogisticMixture:
         value from that logistic (inverse CDF); where ``discrete`` it is rounded to the nearest grid value with the
         edge bins open, which is exactly the discretized mass. Channels with ``known_mask`` true (``(B, C, *S)``)
         keep ``known``. Every spatial position is drawn independently (the caller owns the raster order).
+
+        Each channel uses two uniforms of shape ``(B, *S)``, the component's and then the value's, channel after
+        channel. The draw runs once per pixel in the autoregressive samplers, where a torch call costs more than its
+        arithmetic, so it is written for few calls: only channel ``c``'s means and log-probabilities are computed at
+        step ``c``; what does not depend on ``x`` is computed once (``s``, ``1/s``, the logistic noise of every
+        channel, the likelihood terms of :meth:`_sample_log_probs`); the value is computed under every component and
+        the drawn one gathered; numbers enter binary ops as cached tensors (:func:`_constants`), not Python scalars.
         """
-        b, c = self.means.shape[:2]
+        b, c, m = self.means.shape[:3]
         spatial = self.means.shape[3:]
-        discrete = _as_batch_mask(discrete, b, self.means.device)
-        x = torch.zeros((b, c, *spatial), dtype=self.means.dtype, device=self.means.device)
+        dtype, device = self.means.dtype, self.means.device
+        const = _constants(dtype, device, self.num_bits, len(spatial))
+        if not isinstance(discrete, bool):
+            discrete = _as_batch_mask(discrete, b, device)
+        on_grid = None if isinstance(discrete, bool) else discrete.view(b, 1, *const.ones)  # against (B, 1, *S)
         if known is not None:
-            x = torch.where(known_mask, known.to(x.dtype), x)
-        on_grid = discrete.view(-1, *[1] * len(spatial))  # against one channel (B, *S)
+            known = known.to(dtype)
+        u_k, u = _uniforms(c, b, spatial, generator, device, dtype).unbind(1)  # (C, B, 1, *S) each
+        u = u.clamp(_U_EPS, 1 - _U_EPS)
+        u_k, noise = u_k.unbind(0), (torch.log(u) - torch.log1p(-u)).unbind(0)  # standard logistic inverse CDF
+        scales = self.log_scales.exp()  # (B, C, M, *S)
         log_w = F.log_softmax(self.logits, dim=1)  # (B, M, *S): posterior over k given channels drawn so far
-        # Only channel ch's means and log-probabilities are computed at each step (those of later channels depend on
-        # values not drawn yet); 1/s does not depend on x, so it is taken once for every channel. The
-        # density's softplus runs in channel ch's slot of a (B, C, M, *S) tensor, rounding every value as
-        # component_log_probs does (_softplus_in), so the draws are bit for bit those of the all-channel computation.
-        inv_s = torch.exp(-self.log_scales) if c > 1 else None
+        log_probs = self._sample_log_probs(discrete, scales, const) if c > 1 else None
+        means, scales = self.means.unbind(1), scales.unbind(1)  # each (B, M, *S)
+        coeffs = self.coeffs.unbind(1) if c == 3 else None
+        values = []  # each (B, 1, *S)
         for ch in range(c):
-            u_k = utils.rand((b, *spatial), generator=generator, device=x.device, dtype=x.dtype)
-            k = _categorical(log_w, u_k).unsqueeze(1)  # (B, 1, *S)
-            means = self.coupled_mean(x, ch)  # (B, M, *S)
-            mu = means.gather(1, k).squeeze(1)
-            log_s = self.log_scales[:, ch].gather(1, k).squeeze(1)
-            u = utils.rand((b, *spatial), generator=generator, device=x.device, dtype=x.dtype)
-            u = u.clamp(_U_EPS, 1 - _U_EPS)
-            value = mu + log_s.exp() * (torch.log(u) - torch.log1p(-u))
-            value = torch.where(on_grid, self.quantize(value), value)
+            cdf = torch.softmax(log_w, dim=1).cumsum(dim=1)  # the component by inverse CDF: #{k: cdf_k < u·cdf_M}
+            threshold = u_k[ch] * cdf[:, -1:]
+            if spatial:
+                k = (cdf < threshold).sum(dim=1, keepdim=True)  # (B, 1, *S), at most M − 1 (u < 1)
+            else:  # the same count (cdf is sorted); M for NaN weights, where the count gives 0: clamped
+                k = torch.searchsorted(cdf, threshold).clamp_(max=m - 1)
+            if ch == 0:  # coupled_mean(x, ch), from the values drawn so far
+                mu = means[0]
+            elif ch == 1:
+                mu = means[1] + coeffs[0] * values[0]
+            else:
+                mu = means[2] + coeffs[1] * values[0] + coeffs[2] * values[1]
+            value = (mu + scales[ch] * noise[ch]).gather(1, k)  # the value under every component, the drawn one kept
+            if discrete is True:
+                value = _quantize(value, const)
+            elif on_grid is not None:
+                value = torch.where(on_grid, _quantize(value, const), value)
             if known is not None:
-                value = torch.where(known_mask[:, ch], x[:, ch], value)
-            x[:, ch] = value
+                value = torch.where(known_mask[:, ch:ch + 1], known[:, ch:ch + 1], value)
+            values.append(value)
             if ch + 1 < c:  # ℓ_ch,k at the drawn value, under the same means (they do not depend on x_ch)
-                softplus = functools.partial(_softplus_in, self.log_scales.shape, ch)
-                log_w = log_w + self._log_probs(value.unsqueeze(1), means, self.log_scales[:, ch], discrete,
-                                                inv_s[:, ch], softplus)
-        return x
+                log_w = log_w + log_probs(ch, value, mu)
+        return values[0] if c == 1 else torch.cat(values, dim=1)
+
+    def _sample_log_probs(self, discrete: torch.Tensor | bool, scales: torch.Tensor, const):
+        """``f(ch, value, means) -> ℓ_ch,k`` ``(B, M, *S)`` for :meth:`sample`: the log bin mass where ``discrete``,
+        else the log density, of ``value`` ``(B, 1, *S)`` under channel ``ch``'s components with coupled ``means``
+        ``(B, M, *S)``; the quantities of :meth:`_log_probs` up to float rounding. Both are
+
+            logσ(a) + logσ(−b) + T,     a = (x⁺ − μ)/s,  b = (x⁻ − μ)/s,
+
+        for a bin mass (``log(σ(a) − σ(b))``) with ``x^± = x ± Δ/2`` and ``T = log(1 − e^{−Δ/s})``, or ``x⁻ = −∞``,
+        ``T = 0`` in the lower edge bin and ``x⁺ = +∞``, ``T = 0`` in the upper one; for a density
+        (``logσ(u) + logσ(−u) − log s``, ``u = (x − μ)/s``) with ``x^± = x`` and ``T = −log s``. ``a`` and ``−b`` are
+        computed as one pair. What does not depend on ``x`` (``1/s``, ``T``, the per-sample offsets and edge
+        thresholds) is computed here, once per pixel, for every channel but the last; ``scales`` is
+        ``exp(log_scales)``."""
+        c = self.num_channels
+        log_s = self.log_scales[:, :c - 1]  # (B, C − 1, M, *S)
+        inv_s = scales[:, :c - 1].reciprocal()
+        inv_s2 = (inv_s.unsqueeze(2) * const.sign).unbind(1)  # each (B, 2, M, *S): 1/s, −1/s
+        if discrete is not False:  # log(−expm1(−Δ/s)), or log(Δ/s) where it underflows (_discretized_logistic_…)
+            width = torch.expm1(inv_s * const.minus_delta).neg_()
+            log_width = torch.where(width > const.tiny, torch.log(width.clamp(min=const.tiny)),
+                                    const.log_delta - log_s)
+        if isinstance(discrete, bool):
+            terms = (log_width if discrete else -log_s).unbind(1)
+            offsets, threshold = (const.half, const.edge) if discrete else (None, None)
+        else:
+            on_grid = discrete.view(-1, 1, 1, *const.ones)  # (B, 1, 1, *1)
+            terms = torch.where(on_grid, log_width, -log_s).unbind(1)
+            offsets = torch.where(on_grid, const.half, const.zero)  # (B, 2, 1, *1): ±Δ/2 or 0
+            threshold = torch.where(on_grid, const.edge, const.inf)  # edge bins: beyond ±(1 − Δ/2)
+
+        def log_probs(ch: int, value: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+            x = value.unsqueeze(1)  # (B, 1, 1, *S)
+            if offsets is None:  # densities only
+                return F.logsigmoid((x - means.unsqueeze(1)) * inv_s2[ch]).sum(dim=1) + terms[ch]
+            edge = x * const.sign > threshold  # (B, 2, 1, *S): x in the upper edge bin, x in the lower edge bin
+            bounds = torch.where(edge, const.infs, x + offsets)  # x⁺, x⁻
+            ab = F.logsigmoid((bounds - means.unsqueeze(1)) * inv_s2[ch]).sum(dim=1)  # logσ(a) + logσ(−b)
+            return ab + torch.where(edge.any(dim=1), const.zero, terms[ch])
+
+        return log_probs
 
     # ---- guidance --------------------------------------------------------------------------------
     def channel_log_probs(self, x: torch.Tensor, channel: int, values: torch.Tensor,
@@ -203,7 +263,7 @@ class LogisticMixture:
         xs = x[:, :channel + 1].unsqueeze(-1).expand(-1, -1, n).clone()  # (B, c + 1, L)
         xs[:, channel] = values.to(xs.dtype)
         inv_s = torch.exp(-self.log_scales).unsqueeze(-1).expand(*self.log_scales.shape, n)  # once per pixel, not per L
-        shape = wide.log_scales.shape  # (B, C, M, L): the densities' softplus runs in its channel's slot, as in sample
+        shape = wide.log_scales.shape  # (B, C, M, L): the densities' softplus runs in its channel's slot, as log_prob's
         comp = []  # ℓ_c',k for c' ≤ c, each (B, M, L)
         for ch in range(channel + 1):
             softplus = functools.partial(_softplus_in, shape, ch) if self.num_channels > 1 else F.softplus
@@ -285,7 +345,9 @@ def _softplus_in(shape: torch.Size, index: int, v: torch.Tensor) -> torch.Tensor
     PyTorch's CPU softplus rounds the tail of each loop (under two SIMD vectors of elements) with its scalar code,
     which can differ from its vector code in the last bit, so an element's rounding depends on its place in the tensor
     (the other functions used here round alike in both). Computing one channel in its slot of the all-channel layout
-    keeps the per-channel draws bit-identical to the all-channel computation, at the cost of a copy.
+    keeps ``channel_log_probs`` bit-identical to the all-channel computation of ``log_prob``, at the cost of a
+    copy. (``LogisticMixture.sample`` does not use it: its log-probabilities are another expression, see
+    ``_sample_log_probs``.)
     """
     slots = v.new_zeros(shape)
     slots[:, index] = v
@@ -322,6 +384,51 @@ def _categorical(log_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = torch.softmax(log_w, dim=1).cumsum(dim=1)
     k = (cdf < u.unsqueeze(1) * cdf[:, -1:]).sum(dim=1)
     return k.clamp(max=log_w.shape[1] - 1)
+
+
+def _uniforms(c: int, b: int, spatial: torch.Size, generator: utils.Generator, device, dtype) -> torch.Tensor:
+    """``(C, 2, B, 1, *S)`` uniforms for :meth:`LogisticMixture.sample`: the numbers of ``2C`` draws of shape
+    ``(B, *S)`` in the order (channel, component or value). A CPU generator draws serially, so one draw of all of
+    them gives the same numbers as the ``2C`` draws (per generator where there is one per sample); other devices'
+    generators may not, so there they are drawn one by one."""
+    gen_device = torch.device(device) if generator is None else \
+        (generator[0] if isinstance(generator, list) else generator).device
+    if gen_device.type == "cpu":
+        if isinstance(generator, list):  # sample i draws (C, 2, *S) from generator[i]
+            u = utils.rand((b, c, 2, *spatial), generator=generator, device=device, dtype=dtype).movedim(0, 2)
+        else:
+            u = utils.rand((c, 2, b, *spatial), generator=generator, device=device, dtype=dtype)
+    else:
+        u = torch.stack([utils.rand((b, *spatial), generator=generator, device=device, dtype=dtype)
+                         for _ in range(2 * c)]).view(c, 2, b, *spatial)
+    return u.unsqueeze(3)
+
+
+def _quantize(x: torch.Tensor, const) -> torch.Tensor:
+    """:meth:`LogisticMixture.quantize` (the same operations and rounding; ``x`` is left as it is) with the numbers of
+    :func:`_constants`, in place on a new tensor."""
+    return x.add(const.one).div_(const.bin_width).round_().clamp_(const.zero, const.levels).mul_(const.bin_width) \
+        .sub_(const.one)
+
+
+@functools.lru_cache(maxsize=64)
+def _constants(dtype: torch.dtype, device: torch.device, num_bits: int, spatial_dims: int) -> types.SimpleNamespace:
+    """The numbers :meth:`LogisticMixture.sample` uses, as tensors of ``dtype`` on ``device`` (never written to): a
+    Python number in a binary op becomes a new tensor at every call, which costs more than the op at these sizes.
+    0-dim: ``one``, ``zero``, ``bin_width`` (Δ), ``levels`` (``2^bits − 1``), ``minus_delta``, ``log_delta``,
+    ``tiny``, ``edge`` (``1 − Δ/2``), ``inf``; ``(2, 1, *[1] * spatial_dims)``, for the pair (upper bin edge, lower
+    bin edge): ``sign`` (±1), ``half`` (±Δ/2), ``infs`` (±∞); ``ones``: ``(1,) * spatial_dims``."""
+    levels = 2**num_bits - 1
+    delta = 2.0 / levels
+    shape = (2, 1, *[1] * spatial_dims)
+    with torch.inference_mode(False):  # plain tensors even if first asked for under inference_mode
+        scalars = torch.tensor([1.0, 0.0, delta, float(levels), -delta, math.log(delta), torch.finfo(dtype).tiny,
+                                1 - delta / 2, math.inf], dtype=dtype, device=device)
+        pairs = torch.tensor([[1.0, -1.0], [delta / 2, -delta / 2], [math.inf, -math.inf]], dtype=dtype,
+                             device=device)
+        names = ("one", "zero", "bin_width", "levels", "minus_delta", "log_delta", "tiny", "edge", "inf")
+        return types.SimpleNamespace(**dict(zip(names, scalars.unbind(0))), sign=pairs[0].view(shape),
+                                     half=pairs[1].view(shape), infs=pairs[2].view(shape), ones=(1,) * spatial_dims)
 
 
 def _support(mixture: LogisticMixture, x: torch.Tensor, channel: int) -> tuple[torch.Tensor, torch.Tensor]:
