@@ -47,7 +47,7 @@ from ncml.evaluation.reporting import _figure, _save
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_STDS = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # grey levels of 255 (the VP model of T = 0.1 has seen up to ~43)
-GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0)
+GUIDANCE_SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def bootstrap_mean(values: np.ndarray, num_resamples: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -216,7 +216,9 @@ def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
              "Bayes classifier p(y | x).", "",
              "```python", "import ncml", "from ncml import NCMLClassConditionalPipeline", "",
              f"pipe = NCMLClassConditionalPipeline.from_pretrained(ncml.pretrained(\"{NAME}\"))",
-             "images = pipe(class_labels=[0, 1, 2, 3], guidance_scale=0.0).images  # the recommended sampler",
+             (f"images = pipe(class_labels=[0, 1, 2, 3], guidance_scale={w:g}).images  # w chosen on validation "
+              "digits" if (w := report.get("validation", {}).get("chosen_guidance_scale")) is not None else
+              "images = pipe(class_labels=[0, 1, 2, 3]).images  # unguided; guidance_scale=w > 0 for guidance"),
              "log_post = ncml.evaluation.class_posterior(pipe.backbone, uint8_digits)  # (N, 10) log p(y | x)",
              "```", "",
              "## How it was trained", "",
