@@ -368,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             return None
 
+    def verdict(label: str, passed: bool, note: str) -> None:
+        rows.append((label, "PASS" if passed else "FAIL", note))
+        if not passed:
+            failures.append(label)
+
     bf16_peak, fp32_peak, peak_note = peaks(device, args)
     flops = run("FLOPs per training step", lambda: count_step_flops(model, args, device))
     if flops is not None:
@@ -393,11 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{h}x{w}x{c}, batch {args.sample_batch}, t = {T_SAMPLE}, {r['ms_pixel']:.2f} ms/pixel"))
     r = None if args.no_sampling else run("cached == naive", lambda: check_cache_matches(device))
     if r is not None:
-        rows.append(("cached == naive (tiny)", "PASS" if r["passed"] else "FAIL",
-                     f"TF32 off; t = 0: {100 * r['equal']:.1f}% of values equal; t = {T_SAMPLE}: max |gap| "
-                     f"{r['gap']:.1e}"))
-        if not r["passed"]:
-            failures.append("cached == naive")
+        verdict("cached == naive (tiny)", r["passed"], f"TF32 off; t = 0: {100 * r['equal']:.1f}% of values equal; "
+                f"t = {T_SAMPLE}: max |gap| {r['gap']:.1e}")
     r = None if args.no_sampling or args.no_pipeline else run("two-part sampling",
                                                                 lambda: measure_pipeline(model, args, device))
     if r is not None:
@@ -407,11 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ddp:
         r = run("2 processes vs 1", lambda: check_processes(args.ddp_timeout))
         if r is not None:
-            rows.append(("2 processes vs 1 (accelerate)", "PASS" if r["passed"] else "FAIL",
-                         f"{r['distributed']} on {r['device']}: step-1 gradient max rel diff {r['grad_diff']:.1e}, "
-                         f"loss after {DDP_STEPS} steps rel diff {r['loss_diff']:.1e}"))
-            if not r["passed"]:
-                failures.append("2 processes vs 1")
+            verdict("2 processes vs 1 (accelerate)", r["passed"], f"{r['distributed']} on {r['device']}: step-1 "
+                    f"gradient max rel diff {r['grad_diff']:.1e}, loss after {DDP_STEPS} steps rel diff "
+                    f"{r['loss_diff']:.1e}")
     if not args.no_compile and results.get("bf16"):  # last: compiling can take minutes
         r = run("torch.compile bf16", lambda: measure_training(model, args, device, "bf16", compiled=True))
         if r is not None:
