@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ class Results:
         self._nll_cache: dict = {}
 
     def rel(self, path: Path) -> str:
-        return str(path.relative_to(Path(self.args.out).parent))
+        return os.path.relpath(path, Path(self.args.out).parent)  # "../ncml/…" for a model card outside docs/
 
     # ---- helpers ----------------------------------------------------------------------------------
     def nll(self, model: str, key: str, images: np.ndarray, t: float) -> np.ndarray:
@@ -656,11 +657,11 @@ class Results:
         self.md += [
             title,
             "",
-            f"The bundled `ncml.pretrained(\"{rep['pipeline']}\")` is the NCML model of this page made "
-            "class-conditional: the same network plus a class embedding (started at zero, so training began at the "
-            "unconditional model for every label) and a null class learnt with label dropout 0.1, trained further "
-            f"with the winning recipe of section 7 (budget and flags on its model card, `{self.rel(card)}`). One "
-            "network thus gives p_θ,t(x | y) and p_θ,t(x). Guidance draws each channel from "
+            f"The bundled `ncml.pretrained(\"{rep['pipeline']}\")` is the network of this page's NCML model plus "
+            "a class embedding with a null class (\"no label\") learnt with label dropout 0.1, trained from scratch "
+            "with the same recipe: t uniform on (0, T] first, then the log-uniform continuation that won section 7 "
+            f"(budget and flags on its model card, `{self.rel(card)}`). One network thus gives p_θ,t(x | y) and "
+            "p_θ,t(x). Guidance draws each channel from "
             "p(x_c | x_<c, y)^(1+w) / p(x_c | x_<c)^w, normalised exactly over the 256 levels at t = 0 (numerically "
             "on a fine grid at t > 0), and refines with the score (1+w)·∇log p_t(x | y) − w·∇log p_t(x). Label "
             "agreement is the share of samples that the shipped classifier (test accuracy "
