@@ -196,7 +196,10 @@ def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
         shutil.rmtree(dest / part, ignore_errors=True)
         shutil.copytree(release / part, dest / part)
     shutil.copy2(release / "model_index.json", dest / "model_index.json")
-    shutil.copy2(BUNDLED / "ncpn-mnist5k-vp" / "sampling_config.json", dest / "sampling_config.json")
+    save_id = json.loads((dest / "model_index.json").read_text()).get("_save_id")  # the folder's pieces share it
+    sampling = json.loads((BUNDLED / "ncpn-mnist5k-vp" / "sampling_config.json").read_text())
+    sampling = {**({"_save_id": save_id} if save_id else {}), **{k: v for k, v in sampling.items() if k[0] != "_"}}
+    (dest / "sampling_config.json").write_text(json.dumps(sampling, indent=2) + "\n")
     legs = [] if pretrain is None else [(pretrain, ROOT / "docs" / "training" / f"{NAME}.metrics.jsonl")]
     legs.append((release, ROOT / "docs" / "training" / f"{NAME}{'.finetune' if legs else ''}.metrics.jsonl"))
     steps = []
