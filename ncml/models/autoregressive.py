@@ -256,6 +256,8 @@ class ARBackbone(ModelMixin):
         if not positions:
             return x
         clean = t == 0
+        # one t for the whole batch (the usual case): a plain bool, so the mixture draw skips its per-sample masks
+        draw_clean = bool(clean[0]) if bool((clean == clean[0]).all()) else clean
         loop = self._sample_cached if use_cache else self._sample_naive
         if w:  # one canvas for both halves: conditional rows, then the same images with the null label
             canvas, loop_t = torch.cat([x, x]), torch.cat([t, t])
@@ -275,7 +277,8 @@ class ARBackbone(ModelMixin):
                     x[:, :, i, j] = value
                     canvas[:, :, i, j] = torch.cat([value, value])
                 else:
-                    x[:, :, i, j] = self._sample_position(params, clean, x[:, :, i, j], known_mask, (i, j), generator)
+                    x[:, :, i, j] = self._sample_position(params, draw_clean, x[:, :, i, j], known_mask, (i, j),
+                                                          generator)
                 drawn += 1
                 bar.update(1)
         if drawn != len(positions):
@@ -416,7 +419,7 @@ class ARBackbone(ModelMixin):
                 raise ValueError(f"known: the kept values are not valid model inputs: {e}") from None
         return x, t, class_labels, known_mask
 
-    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor, x_ij: torch.Tensor,
+    def _sample_position(self, params_ij: torch.Tensor, clean: torch.Tensor | bool, x_ij: torch.Tensor,
                          known_mask: torch.Tensor | None, position: tuple[int, int], generator) -> torch.Tensor:
         """One pixel's channels ``(B, C)`` from its parameters ``(B, P)`` (R→G→B), keeping known channels.
 
