@@ -185,16 +185,11 @@ def bench_backbone(backbone: str, config: str, args, device: torch.device) -> di
             "naive_mark": naive_mark, "cached_img_s": cached, "cached_mark": cached_mark, "speedup": cached / naive}
 
 
-def bench_pipeline(backbone: str, config: str, args, device: torch.device) -> dict | str:
-    try:
-        from ncml.pipelines import NCMLPipeline
-        from ncml.schedulers import VPSDEScheduler
-    except ImportError as e:
-        return f"ncml.pipelines does not import ({e})"
-    model = build(backbone, config, device)
-    pipe = NCMLPipeline(model, VPSDEScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    ar_seconds = []
+@contextlib.contextmanager
+def ar_phase_timer(model: ARBackbone, device: torch.device):
+    """Within the block, ``model.sample`` (the AR phase of a pipeline call) also appends its seconds to the yielded
+    list (synchronised on ``device``); an instance attribute shadows the method and is removed on exit."""
+    ar_seconds: list[float] = []
     original = model.sample
 
     @functools.wraps(original)  # keeps the signature, which the pipeline inspects for `progress`
@@ -206,14 +201,27 @@ def bench_pipeline(backbone: str, config: str, args, device: torch.device) -> di
         ar_seconds.append(time.perf_counter() - start)
         return out
 
-    model.sample = timed_sample  # an instance attribute shadows the method for this run only
+    model.sample = timed_sample
     try:
+        yield ar_seconds
+    finally:
+        del model.sample
+
+
+def bench_pipeline(backbone: str, config: str, args, device: torch.device) -> dict | str:
+    try:
+        from ncml.pipelines import NCMLPipeline
+        from ncml.schedulers import VPSDEScheduler
+    except ImportError as e:
+        return f"ncml.pipelines does not import ({e})"
+    model = build(backbone, config, device)
+    pipe = NCMLPipeline(model, VPSDEScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    with ar_phase_timer(model, device) as ar_seconds:
         generator = torch.Generator(device).manual_seed(0)
         outputs = []
         total = timed(lambda: outputs.append(pipe(args.batch_size, num_inference_steps=args.steps,
                                                   generator=generator, output_type="np")), device)
-    finally:
-        del model.sample
     ar = ar_seconds[0]
     return {"config": config, "backbone": backbone, "total_s": total, "ar_s": ar, "refine_s": total - ar,
             "steps": args.steps, "refine_s_per_step": (total - ar) / args.steps, "nfe": outputs[0].nfe}

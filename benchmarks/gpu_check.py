@@ -34,14 +34,12 @@ meaningful. Exit status 1 if a measurement fails or the 2-process check does not
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -51,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # flop_count and bench_sampling, also when imported or launched from elsewhere
 
-from bench_sampling import synchronize  # noqa: E402
+from bench_sampling import ar_phase_timer  # noqa: E402
 from bench_sampling import timed as seconds  # noqa: E402
 from flop_count import counter  # noqa: E402
 
@@ -195,26 +193,11 @@ def measure_pipeline(model, args, device) -> dict:
     model.eval()
     pipe = NCMLPipeline(model, VPSDEScheduler())
     pipe.set_progress_bar_config(disable=True)
-    ar_seconds = []
-    original = model.sample
-
-    @functools.wraps(original)  # keeps the signature, which the pipeline inspects
-    def timed_sample(*a, **kw):
-        synchronize(device)
-        start = time.perf_counter()
-        out = original(*a, **kw)
-        synchronize(device)
-        ar_seconds.append(time.perf_counter() - start)
-        return out
-
-    model.sample = timed_sample  # an instance attribute shadows the method for this call only
     outputs = []
     kwargs = {} if args.pipeline_steps is None else {"num_inference_steps": args.pipeline_steps}
-    try:
+    with ar_phase_timer(model, device) as ar_seconds:
         total = seconds(lambda: outputs.append(pipe(args.sample_batch, generator=torch.Generator(device).manual_seed(0),
                                                     output_type="np", **kwargs)), device)
-    finally:
-        del model.sample
     b, ar = args.sample_batch, ar_seconds[0]
     settings = pipe.sampling_config
     steps = args.pipeline_steps or settings.num_inference_steps
