@@ -398,13 +398,19 @@ def from_section(cls, section: dict, name: str, **flags):
             from e
 
 
+def source_backbone(model: ARBackbone, path_or_repo_id: str) -> ARBackbone:
+    """The backbone (of ``model``'s class) saved at ``path_or_repo_id``: a pipeline folder or repo, or a backbone
+    folder."""
+    folder = hub_utils.resolve_folder(path_or_repo_id)
+    sub = "backbone" if (folder / "backbone").is_dir() else None
+    return type(model).from_pretrained(str(folder), subfolder=sub)
+
+
 def init_weights(model: ARBackbone, path_or_repo_id: str) -> list[str]:
     """Copy the backbone weights of a saved pipeline (or a backbone folder) into ``model``. Configs must match, except
     that an unconditional source may start a class-conditional ``model``: its class embedding (the only new
     parameter) starts at zero, so step 0 is the source model for every label. Returns the new parameters' names."""
-    folder = hub_utils.resolve_folder(path_or_repo_id)
-    sub = "backbone" if (folder / "backbone").is_dir() else None
-    source = type(model).from_pretrained(str(folder), subfolder=sub)
+    source = source_backbone(model, path_or_repo_id)
     ours, theirs = config_to_dict(model.config), config_to_dict(source.config)
     add_classes = theirs["num_classes"] is None and ours["num_classes"] is not None
     if add_classes:
@@ -437,9 +443,7 @@ def parameter_groups(model: ARBackbone, args: TrainingConfig) -> list[dict]:
 
 def new_parameter_names(model: ARBackbone, path_or_repo_id: str) -> list[str]:
     """Parameters of ``model`` that ``init_weights`` does not take from ``path_or_repo_id``."""
-    folder = hub_utils.resolve_folder(path_or_repo_id)
-    sub = "backbone" if (folder / "backbone").is_dir() else None
-    source = set(type(model).from_pretrained(str(folder), subfolder=sub).state_dict())
+    source = set(source_backbone(model, path_or_repo_id).state_dict())
     return sorted(n for n, _ in model.named_parameters() if n not in source)
 
 

@@ -133,37 +133,36 @@ class NCMLPipeline(Pipeline):
         if t_start == 0:
             sample, nfe = noisy, network_calls
         else:
-            on_step_end = None
-            if callback_on_step_end is not None:
-                def on_step_end(i, t, x):
-                    returned = callback_on_step_end(self, i, t, {"sample": x})
-                    if returned is None:
-                        return None
-                    name = getattr(callback_on_step_end, "__qualname__", repr(callback_on_step_end))
-                    if not isinstance(returned, dict):
-                        raise TypeError(f"callback_on_step_end ({name}) must return None or a dict, got "
-                                        f"{type(returned).__name__}")
-                    sample = returned.get("sample")
-                    if sample is None:
-                        return None
-                    if not isinstance(sample, torch.Tensor) or not sample.dtype.is_floating_point:
-                        raise TypeError(f"callback_on_step_end ({name}) returned a 'sample' that is not a float tensor "
-                                        f"(got {type(sample).__name__}"
-                                        f"{'' if not isinstance(sample, torch.Tensor) else ' ' + str(sample.dtype)}); "
-                                        "return the model-space sample it was given, modified")
-                    if sample.shape != x.shape:
-                        raise ValueError(f"callback_on_step_end ({name}) returned a sample of shape "
-                                         f"{tuple(sample.shape)}; the sample has shape {tuple(x.shape)}")
-                    if not torch.isfinite(sample).all():
-                        raise ValueError(f"callback_on_step_end ({name}) returned a sample with NaN or inf values")
-                    return sample.to(device=x.device, dtype=x.dtype)
+            def on_step_end(i, t, x):  # passed to refine only when the user gave a callback
+                returned = callback_on_step_end(self, i, t, {"sample": x})
+                if returned is None:
+                    return None
+                name = getattr(callback_on_step_end, "__qualname__", repr(callback_on_step_end))
+                if not isinstance(returned, dict):
+                    raise TypeError(f"callback_on_step_end ({name}) must return None or a dict, got "
+                                    f"{type(returned).__name__}")
+                sample = returned.get("sample")
+                if sample is None:
+                    return None
+                if not isinstance(sample, torch.Tensor) or not sample.dtype.is_floating_point:
+                    raise TypeError(f"callback_on_step_end ({name}) returned a 'sample' that is not a float tensor "
+                                    f"(got {type(sample).__name__}"
+                                    f"{'' if not isinstance(sample, torch.Tensor) else ' ' + str(sample.dtype)}); "
+                                    "return the model-space sample it was given, modified")
+                if sample.shape != x.shape:
+                    raise ValueError(f"callback_on_step_end ({name}) returned a sample of shape "
+                                     f"{tuple(sample.shape)}; the sample has shape {tuple(x.shape)}")
+                if not torch.isfinite(sample).all():
+                    raise ValueError(f"callback_on_step_end ({name}) returned a sample with NaN or inf values")
+                return sample.to(device=x.device, dtype=x.dtype)
 
             refined = refine(backbone, scheduler, noisy, t_start=t_start,
                              num_inference_steps=settings.num_inference_steps, correct_steps=settings.correct_steps,
                              snr=settings.snr, probability_flow=settings.probability_flow, denoise=settings.denoise,
                              spacing=settings.spacing, class_labels=class_labels, guidance_scale=guidance_scale,
                              generator=generator,
-                             impose_known=None if known is None else impose_known, on_step_end=on_step_end,
+                             impose_known=None if known is None else impose_known,
+                             on_step_end=None if callback_on_step_end is None else on_step_end,
                              progress_bar=self.progress_bar)
             sample, nfe = refined.sample, network_calls + refined.nfe
 

@@ -54,7 +54,6 @@ class TableARBackbone(ARBackbone):
 
     def forward(self, x, t, class_labels=None):
         t, labels = self.check_inputs(x, t, class_labels)
-        b = x.shape[0]
         levels = 2**self.config.num_bits
         k = ((x + 1) / self.bin_width).round().clamp(0, levels - 1).long().flatten(1)  # (B, d)
         kn = k.float() / (levels - 1)
