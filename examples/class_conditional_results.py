@@ -9,12 +9,15 @@ Stages (``--stage``):
 * ``validate``: the guidance scale ``w`` is chosen on the 500 validation digits (carved from the training split;
   the bundled conditional model was trained without them) from plain-AR samples at each candidate ``w``: the
   smallest ``w`` whose samples the shipped classifier labels as requested at least ``--target-agreement`` of the
-  time (guidance trades diversity for fidelity, so the smallest sufficient one), else the most faithful.
+  time (guidance trades diversity for fidelity, so the smallest sufficient one), else the most faithful. Also the
+  noise std of the noise-smoothed Bayes classifier (``ncml.evaluation.smoothed_class_posterior``), the most accurate
+  on ``--num-val-digits`` validation digits.
 * ``test`` (once, with the chosen ``w``): ``--num-samples`` samples (equal numbers per class) for plain AR and the
   pipeline's two-part sampler, unguided and guided: the share the classifier labels as requested and the Fréchet
   distance to the test digits (± bootstrap std); the Bayes classifier ``argmax_y p_θ,t(x | y)`` and the
   discriminative classifier on the test digits with Gaussian noise of std σ grey levels added (the same draws for
-  both; the Bayes classifier evaluates at the ``t`` where ``s(t)/m(t)`` matches σ, ``ncml.evaluation.matched_time``).
+  both; the Bayes classifier evaluates at the ``t`` where ``s(t)/m(t)`` matches σ, ``ncml.evaluation.matched_time``),
+  and the smoothed Bayes classifier on the clean test digits.
 
 * ``ship --release DIR``: copies a finished training run's release pipeline (``DIR``, the ``--output_dir`` of
   ``examples/train_ncml.py`` with ``examples/configs/ncpn_mnist_vp_cond.json``) into the package as
@@ -42,12 +45,13 @@ import ncml
 from ncml import NCMLClassConditionalPipeline
 from ncml.data import load_dataset, to_model_space
 from ncml.evaluation import (class_posterior, classifier_features, classifier_metrics, frechet_distance_bootstrap,
-                             load_digit_classifier, make_grid, matched_time)
+                             load_digit_classifier, make_grid, noisy_marginal_draw, smoothed_class_posterior)
 from ncml.evaluation.reporting import _figure, _save
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_STDS = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # grey levels of 255 (the VP model of T = 0.1 has seen up to ~43)
 GUIDANCE_SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+SMOOTHING_STDS = (0.0, 4.0, 8.0, 12.0, 16.0)  # grey levels; candidates for the noise-smoothed Bayes classifier
 
 
 def bootstrap_mean(values: np.ndarray, num_resamples: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -99,7 +103,7 @@ class Experiment:
     # ---- stages ----------------------------------------------------------------------------------
     def validate(self) -> dict:
         a = self.args
-        val, _ = load_dataset("mnist5k", "validation")
+        val, val_y = load_dataset("mnist5k", "validation")
         labels = self.labels(a.num_val_samples)
         sweep = {}
         for w in GUIDANCE_SCALES:
@@ -109,10 +113,26 @@ class Experiment:
         guided = [w for w in GUIDANCE_SCALES if w > 0]
         enough = [w for w in guided if sweep[f"{w:g}"]["agreement"] >= a.target_agreement]
         chosen = min(enough) if enough else max(guided, key=lambda w: sweep[f"{w:g}"]["agreement"])
+        # the noise-smoothed Bayes classifier of clean digits: σ chosen on validation digits
+        idx = np.sort(np.random.default_rng(0).choice(len(val), size=min(a.num_val_digits, len(val)), replace=False))
+        smoothing = {}
+        for std in SMOOTHING_STDS:
+            acc = self.smoothed_accuracy(val[idx], val_y[idx], std, seed=4)
+            smoothing[f"{std:g}"] = {"accuracy": acc[0], "accuracy_std": acc[1]}
+            print(f"validation, Bayes classifier smoothed with σ = {std:g}: {acc[0]:.4f} ± {acc[1]:.4f}")
+        best = max(SMOOTHING_STDS, key=lambda std: smoothing[f"{std:g}"]["accuracy"])
         return {"num_samples": len(labels), "target_agreement": a.target_agreement, "sweep": sweep,
-                "chosen_guidance_scale": chosen}
+                "chosen_guidance_scale": chosen, "num_digits": len(idx), "num_draws": a.num_draws,
+                "smoothing_sweep": smoothing, "chosen_smoothing_std": best}
 
-    def test(self, w: float) -> dict:
+    def smoothed_accuracy(self, images: np.ndarray, labels: np.ndarray, std: float, seed: int) -> tuple[float, float]:
+        """Accuracy (± bootstrap std) of ``smoothed_class_posterior`` with noise of ``std`` grey levels."""
+        log_post = smoothed_class_posterior(self.backbone, self.pipe.scheduler, images, 2 * std / 255,
+                                            num_draws=self.args.num_draws, generator=torch.Generator().manual_seed(seed),
+                                            batch_size=self.args.batch_size * 2, progress=False)
+        return bootstrap_mean((log_post.argmax(1).numpy() == labels).astype(float))
+
+    def test(self, w: float, smoothing_std: float) -> dict:
         a = self.args
         test_x, test_y = load_dataset("mnist5k", "test")
         labels = self.labels(a.num_samples)
@@ -132,15 +152,13 @@ class Experiment:
         # classifiers on clean and noisy test digits (the same noisy draws for both)
         n = min(a.num_test, len(test_x))
         idx = np.sort(np.random.default_rng(0).choice(len(test_x), size=n, replace=False))
-        x0, y = to_model_space(test_x[idx]).double(), test_y[idx]
+        y = test_y[idx]
         gen = torch.Generator().manual_seed(3)
         scheduler = self.pipe.scheduler
         curve = []
         for std in NOISE_STDS:
-            sigma = 2 * std / 255
-            noisy = x0 + sigma * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
-            t = matched_time(scheduler, sigma)
-            x_t = scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64)) * noisy
+            x_t, t = noisy_marginal_draw(scheduler, test_x[idx], 2 * std / 255, generator=gen)
+            noisy = x_t / scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64))  # x_0 + σ·ε
             start = time.perf_counter()
             bayes_input = test_x[idx] if std == 0 else x_t.float()
             log_post = class_posterior(self.backbone, bayes_input, t, batch_size=a.batch_size * 2, progress=False)
@@ -167,7 +185,13 @@ class Experiment:
         ax.set_ylabel(f"test accuracy ({n} digits)")
         ax.legend(fontsize="small")
         _save(fig, self.out / "class_conditional_noise.png")
+        start = time.perf_counter()
+        acc, acc_std = self.smoothed_accuracy(test_x[idx], y, smoothing_std, seed=5)
+        smoothed = {"noise_std": smoothing_std, "num_draws": a.num_draws, "accuracy": acc, "accuracy_std": acc_std,
+                    "seconds_per_image": (time.perf_counter() - start) / n}
+        print(f"clean test digits, Bayes classifier smoothed with σ = {smoothing_std:g}: {acc:.4f} ± {acc_std:.4f}")
         return {"num_samples": len(labels), "num_test": n, "samplers": samplers, "noise_curve": curve,
+                "smoothed_bayes": smoothed,
                 "sampling_config": dataclasses.asdict(self.pipe.sampling_config)}
 
 
@@ -265,6 +289,9 @@ def main(argv=None) -> None:
     p.add_argument("--num-val-samples", type=int, default=250, help="plain-AR samples per w in validation")
     p.add_argument("--num-samples", type=int, default=500, help="samples per sampler in the test stage")
     p.add_argument("--num-test", type=int, default=500, help="test digits for the classifiers")
+    p.add_argument("--num-val-digits", type=int, default=250,
+                   help="validation digits for choosing the smoothed Bayes classifier's noise std")
+    p.add_argument("--num-draws", type=int, default=4, help="noisy copies per digit of the smoothed Bayes classifier")
     p.add_argument("--target-agreement", type=float, default=0.97)
     p.add_argument("--grid-columns", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=50)
@@ -281,6 +308,7 @@ def main(argv=None) -> None:
         args.pipeline = str(ncml.pretrained(NAME))
     if args.quick:
         args.num_val_samples, args.num_samples, args.num_test, args.batch_size, args.grid_columns = 70, 70, 20, 35, 3
+        args.num_val_digits, args.num_draws = 20, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     exp = Experiment(args)
@@ -291,7 +319,10 @@ def main(argv=None) -> None:
     if args.stage in ("test", "all"):
         if "validation" not in report:
             raise SystemExit(f"{path}: no validation stage; run --stage validate first")
-        report["test"] = exp.test(report["validation"]["chosen_guidance_scale"])
+        if "chosen_smoothing_std" not in report["validation"]:
+            raise SystemExit(f"{path}: its validation stage predates the smoothing sweep; run --stage validate")
+        report["test"] = exp.test(report["validation"]["chosen_guidance_scale"],
+                                  report["validation"]["chosen_smoothing_std"])
     report.update(pipeline=str(Path(args.pipeline).name),
                   classifier_test_accuracy=classifier_metrics()["test_accuracy"],
                   machine=f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch "

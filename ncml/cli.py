@@ -387,8 +387,7 @@ def cmd_classify(args) -> None:
     import torch
 
     _check_plot_output(args)
-    from ncml.data import to_model_space
-    from ncml.evaluation import class_posterior, matched_time
+    from ncml.evaluation import class_posterior, matched_time, noisy_marginal_draw
     from ncml.evaluation.reporting import format_table, plot_confusion
 
     pipe = load_pipeline(args.pipeline, args.device)
@@ -410,14 +409,12 @@ def cmd_classify(args) -> None:
         raise CLIError(f"--dataset {args.dataset}: labels go up to {labels.max()} but the model has {num_classes} "
                        "classes")
     generator = torch.Generator().manual_seed(args.seed)
-    x0 = to_model_space(images, num_bits=backbone.config.num_bits).double()
     rows, first = [], None
     for std, t in zip(args.noise_std, times):
-        if std == 0:
-            x = images
-        else:  # x_0 + σ·ε, scaled by m(t): a draw of the SDE marginal at t (see matched_time)
-            noisy = x0 + (2 * std / levels) * torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-            x = (scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64)) * noisy).float()
+        # x_0 + σ·ε, scaled by m(t): a draw of the SDE marginal at t (see matched_time)
+        x, _ = noisy_marginal_draw(scheduler, images, 2 * std / levels, num_bits=backbone.config.num_bits,
+                                   generator=generator)
+        x = images if std == 0 else x.float()
         log_post = class_posterior(backbone, x, t, batch_size=args.batch_size, progress=not args.no_progress)
         pred = log_post.argmax(1).numpy()
         correct = pred == labels

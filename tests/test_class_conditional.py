@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 from ncml import NCMLClassConditionalPipeline, NCMLLoss, NCMLLossConfig, VPSDEScheduler
-from ncml.evaluation import class_posterior, matched_time
+from ncml.evaluation import class_posterior, matched_time, noisy_marginal_draw, smoothed_class_posterior
 from ncml.models.ncpn import NCPNConfig, NCPNModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,6 +245,39 @@ def test_class_posterior_bad_input():
         class_posterior(model, np.zeros((2, 3, 3, 1), np.uint8), progress=False)
     with pytest.raises(ValueError, match="on the 4-level data grid|x must lie"):
         class_posterior(model, torch.full((1, 1, 2, 2), 0.1, dtype=torch.float64), progress=False)
+
+
+def test_smoothed_class_posterior_averages_log_likelihoods_over_noisy_copies():
+    model, sched = tiny(), VPSDEScheduler()
+    images = np.random.default_rng(0).integers(0, 4, size=(5, 2, 2, 1)).astype(np.uint8)
+    sigma = 0.3
+    # the noisy copies: model-space images plus sigma-noise, scaled by m(t) at the matched t
+    x_t, t = noisy_marginal_draw(sched, images, sigma, num_bits=2, generator=gen(7))
+    x0 = torch.from_numpy(images).permute(0, 3, 1, 2).double() * model.bin_width - 1
+    m = sched.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64))
+    torch.testing.assert_close(x_t, m * (x0 + sigma * torch.randn(x0.shape, generator=gen(7), dtype=torch.float64)))
+    assert t == matched_time(sched, sigma) > 0
+    # by hand: log p(y) + mean_k log p_t(x_k | y), normalised over classes
+    prior = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    g = gen(3)
+    draws = [noisy_marginal_draw(sched, images, sigma, num_bits=2, generator=g)[0] for _ in range(3)]
+    ll = torch.stack([torch.stack([model.log_prob(x, t, [y] * len(x)).flatten(1).sum(1) for y in range(3)], 1)
+                      for x in draws]).mean(0) + prior.log()
+    got = smoothed_class_posterior(model, sched, images, sigma, num_draws=3, prior=prior.tolist(), generator=gen(3),
+                                   batch_size=7, progress=False)
+    torch.testing.assert_close(got, ll - torch.logsumexp(ll, 1, keepdim=True))
+    torch.testing.assert_close(got.exp().sum(1), torch.ones(5, dtype=torch.float64))
+    # one draw is class_posterior on that draw; noise_std = 0 is class_posterior at t = 0
+    one = smoothed_class_posterior(model, sched, images, sigma, num_draws=1, generator=gen(3), progress=False)
+    torch.testing.assert_close(one, class_posterior(model, draws[0], t, progress=False))
+    torch.testing.assert_close(smoothed_class_posterior(model, sched, images, 0.0, progress=False),
+                               class_posterior(model, images, progress=False))
+    with pytest.raises(ValueError, match="num_draws must be an int >= 1"):
+        smoothed_class_posterior(model, sched, images, sigma, num_draws=0, progress=False)
+    with pytest.raises(ValueError, match="noise_std must be"):
+        smoothed_class_posterior(model, sched, images, -0.1, progress=False)
+    with pytest.raises(TypeError, match="images must have dtype uint8"):
+        noisy_marginal_draw(sched, images.astype(np.float32), sigma, num_bits=2)
 
 
 def test_matched_time_makes_scaled_noisy_images_marginal_draws():

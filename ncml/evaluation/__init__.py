@@ -3,7 +3,7 @@ out-of-distribution AUROC, the exact Bayes classifier of class-conditional model
 sample quality. Figures need matplotlib (optional).
 """
 
-from .classify import class_posterior, matched_time
+from .classify import class_posterior, matched_time, noisy_marginal_draw, smoothed_class_posterior
 from .fid import (DigitClassifier, DigitClassifierConfig, classifier_features, classifier_metrics,
                   feature_statistics, frechet_distance, frechet_distance_bootstrap, frechet_distance_from_statistics,
                   inception_features, load_digit_classifier)
@@ -17,7 +17,7 @@ __all__ = [
     "bits_per_dim", "BitsPerDim", "bits_per_dim_from_log_prob",
     "lsb_flip", "noise_robustness", "RobustnessResult", "default_times",
     "auroc", "ood_auroc", "OODResult",
-    "class_posterior", "matched_time",
+    "class_posterior", "matched_time", "noisy_marginal_draw", "smoothed_class_posterior",
     "frechet_distance", "frechet_distance_bootstrap", "frechet_distance_from_statistics", "feature_statistics",
     "DigitClassifier", "DigitClassifierConfig", "load_digit_classifier", "classifier_features",
     "classifier_metrics", "inception_features",

@@ -8,6 +8,11 @@ with one batched forward pass per class and no approximation beyond the model it
 conditioned on the noise level ``t``, the same network classifies noisy images: an image ``x_0 + σ·ε`` (Gaussian
 noise of std ``σ`` in model space) scaled by ``m(t)`` is exactly a draw of the SDE marginal ``x_t`` at the time
 ``t`` where ``s(t)/m(t) = σ`` (:func:`matched_time`), so ``p_θ,t(· | y)`` is the model of exactly those images.
+
+The same fact gives a classifier of *clean* images that no t = 0 likelihood offers: add noise of std ``σ`` yourself and
+classify the noisy copies at the matched ``t`` (:func:`smoothed_class_posterior`). Measured on MNIST-5k validation
+digits with the bundled conditional model, this beats the t = 0 Bayes classifier by several points (see
+docs/RESULTS.md): the noisy-data likelihood ignores pixel-level detail that the t = 0 one must spend bits on.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import check_images, to_model_space
 
-__all__ = ["class_posterior", "matched_time"]
+__all__ = ["class_posterior", "matched_time", "noisy_marginal_draw", "smoothed_class_posterior"]
 
 
 def _check_prior(prior, num_classes: int) -> torch.Tensor:
@@ -122,3 +127,41 @@ def matched_time(scheduler, noise_std: float) -> float:
             break
         lo, hi = (mid, hi) if ratio(mid) < noise_std else (lo, mid)
     return hi
+
+
+def noisy_marginal_draw(scheduler, images, noise_std: float, *, num_bits: int = 8,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """``(x_t, t)``: clean uint8 ``images`` ``(N, H, W, C)`` in model space plus Gaussian noise of std ``noise_std``
+    (model space; ``k`` grey levels of 8 bits is ``2k/255``), scaled by ``m(t)`` at ``t = matched_time(scheduler,
+    noise_std)``, so ``x_t`` (float64 ``(N, C, H, W)``) is a draw of the SDE marginal at ``t``. ``noise_std = 0``
+    gives the clean images and ``t = 0``."""
+    t = matched_time(scheduler, noise_std)
+    x0 = to_model_space(check_images(images, "images", num_bits=num_bits), num_bits=num_bits).double()
+    if noise_std == 0:
+        return x0, 0.0
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    return scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64)) * (x0 + noise_std * noise), t
+
+
+def smoothed_class_posterior(model, scheduler, images, noise_std: float, *, num_draws: int = 4, prior=None,
+                             generator: torch.Generator | None = None, batch_size: int = 64,
+                             progress: bool = True) -> torch.Tensor:
+    """``log p̃(y | x)`` ``(N, K)`` for clean uint8 ``images``: the Bayes rule with the likelihood replaced by the
+    geometric mean of ``p_θ,t(x̃_k | y)`` over ``num_draws`` noisy copies ``x̃_k`` of each image
+    (:func:`noisy_marginal_draw`, std ``noise_std`` in model space, ``t`` the matched time), i.e.
+    ``log p(y) + (1/num_draws)·Σ_k log p_θ,t(x̃_k | y)``, normalised over classes.
+
+    This is a classifier of clean images built from the noisy-data likelihoods only an NCML model has; it is not
+    the posterior of any generative model of the clean ``x``. ``noise_std = 0`` is :func:`class_posterior` at
+    ``t = 0``. Choose ``noise_std`` on held-out data. Draws come from ``generator`` (``torch.randn`` on the CPU)."""
+    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 1:
+        raise ValueError(f"num_draws must be an int >= 1, got {num_draws!r}")
+    num_bits = model.config.num_bits
+    if noise_std == 0:
+        return class_posterior(model, images, 0.0, prior=prior, batch_size=batch_size, progress=progress)
+    total = 0
+    for _ in range(num_draws):
+        x_t, t = noisy_marginal_draw(scheduler, images, noise_std, num_bits=num_bits, generator=generator)
+        total = total + class_posterior(model, x_t, t, prior=prior, batch_size=batch_size, progress=progress)
+    mean = total / num_draws  # each draw's normaliser is the same for every class, so this keeps log p(y) once
+    return mean - torch.logsumexp(mean, dim=1, keepdim=True)
