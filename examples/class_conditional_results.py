@@ -51,7 +51,7 @@ from ncml.evaluation.reporting import _figure, _save
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_STDS = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # grey levels of 255 (the VP model of T = 0.1 has seen up to ~43)
 GUIDANCE_SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-SMOOTHING_STDS = (0.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 40.0)  # grey levels: the smoothed Bayes classifier's
+SMOOTHING_STDS = (0.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 40.0)  # grey levels; the smoothed classifier's candidates
 
 
 def bootstrap_mean(values: np.ndarray, num_resamples: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -128,7 +128,8 @@ class Experiment:
     def smoothed_accuracy(self, images: np.ndarray, labels: np.ndarray, std: float, seed: int) -> tuple[float, float]:
         """Accuracy (± bootstrap std) of ``smoothed_class_posterior`` with noise of ``std`` grey levels."""
         log_post = smoothed_class_posterior(self.backbone, self.pipe.scheduler, images, 2 * std / 255,
-                                            num_draws=self.args.num_draws, generator=torch.Generator().manual_seed(seed),
+                                            num_draws=self.args.num_draws,
+                                            generator=torch.Generator().manual_seed(seed),
                                             batch_size=self.args.batch_size * 2, progress=False)
         return bootstrap_mean((log_post.argmax(1).numpy() == labels).astype(float))
 

@@ -412,9 +412,11 @@ def cmd_classify(args) -> None:
     rows, first = [], None
     for std, t in zip(args.noise_std, times):
         # x_0 + σ·ε, scaled by m(t): a draw of the SDE marginal at t (see matched_time)
-        x, _ = noisy_marginal_draw(scheduler, images, 2 * std / levels, num_bits=backbone.config.num_bits,
-                                   generator=generator)
-        x = images if std == 0 else x.float()
+        if std == 0:
+            x = images
+        else:
+            x = noisy_marginal_draw(scheduler, images, 2 * std / levels, num_bits=backbone.config.num_bits,
+                                    generator=generator)[0].float()
         log_post = class_posterior(backbone, x, t, batch_size=args.batch_size, progress=not args.no_progress)
         pred = log_post.argmax(1).numpy()
         correct = pred == labels
