@@ -32,9 +32,9 @@ Output folder (``--output_dir``)
 --------------------------------
 At the end it is a release pipeline folder (``NCMLPipeline.from_pretrained(output_dir)``: ``model_index.json``,
 ``backbone/`` with the **EMA** weights, ``scheduler/``, ``sampling_config.json``, ``README.md`` model card with
-dataset, steps and held-out bits/dim); ``--push_to_hub`` uploads just those. Alongside: ``checkpoint-<step>/``
-training checkpoints, ``samples/step-<step>.png`` sample grids, ``logs/metrics.jsonl`` (one JSON object per logged
-step).
+dataset, steps, held-out bits/dim and, class-conditional, ``bayes_accuracy_t=0``); ``--push_to_hub`` uploads just
+those. Alongside: ``checkpoint-<step>/`` training checkpoints, ``samples/step-<step>.png`` sample grids,
+``logs/metrics.jsonl`` (one JSON object per logged step).
 
 Checkpoints and exact resume
 ----------------------------
@@ -108,7 +108,7 @@ from ncml import hub_utils
 from ncml.configuration_utils import config_from_dict, config_to_dict, resolve_class
 from ncml.data import (DATASETS, ImageFolder, augment_batch, hf_images, hf_labels, load_dataset, load_hf_splits,
                        prepare_images, stack_images, to_model_space, to_uint8, train_and_eval_splits)
-from ncml.evaluation import bits_per_dim, make_grid
+from ncml.evaluation import bits_per_dim, class_posterior, make_grid
 from ncml.losses import NCMLLoss
 from ncml.models.autoregressive import ARBackbone
 from ncml.schedulers import SDEScheduler, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
@@ -193,7 +193,8 @@ class TrainingConfig:
     checkpoints_total_limit: int | None = flag(None, "keep only the newest N checkpoints", minimum=1)
     resume_from_checkpoint: str | None = flag(None, "a checkpoint folder, or 'latest' in --output_dir")
     # evaluation, logging, release
-    eval_steps: int = flag(250, "held-out bits/dim and a sample grid (0 = end only)", minimum=0)
+    eval_steps: int = flag(250, "held-out bits/dim (class-conditional: and Bayes accuracy) and a sample grid "
+                                "(0 = end only)", minimum=0)
     eval_batch_size: int = flag(100, "images per forward pass in evaluation", minimum=1)
     eval_max_images: int = flag(500, "held-out images used for bits/dim", minimum=1)
     eval_t_fractions: tuple[float, ...] = flag((0.01, 0.1, 0.5), "evaluate bits/dim also at t = f·T for these f "
@@ -530,7 +531,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     conditional = unwrapped.config.num_classes is not None
 
     def evaluate(step: int) -> dict:
-        """EMA weights: held-out bits/dim at t = 0 and t = f·T (the same noise every time), a grid of AR samples."""
+        """EMA weights: held-out bits/dim at t = 0 and t = f·T (the same noise every time), a grid of AR samples;
+        for a class-conditional model also the held-out accuracy of its Bayes classifier at t = 0 (K passes)."""
         result = {}
         if accelerator.is_main_process:
             ema.copy_to(ema_model)
@@ -540,6 +542,11 @@ def main(argv: list[str] | None = None) -> TrainResult:
                 result[f"eval/bpd_t={t:.4g}"] = bits_per_dim(
                     ema_model, data.eval_images, t, class_labels=labels, batch_size=args.eval_batch_size,
                     progress=False, **(noised if t > 0 else {})).mean
+            if conditional:  # the exact Bayes classifier argmax_y p(x | y) on the held-out images, uniform prior
+                log_post = class_posterior(ema_model, data.eval_images, 0.0, batch_size=args.eval_batch_size,
+                                           progress=False)
+                hits = log_post.argmax(1).numpy() == data.eval_labels
+                result["eval/bayes_accuracy_t=0"] = float(hits.mean())
             if args.num_sample_images:
                 n = args.num_sample_images
                 sample_labels = torch.arange(n, device=device) % ema_model.config.num_classes if conditional else None
@@ -664,7 +671,9 @@ def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLo
             f"EMA decay {args.ema_decay}",
             f"- SDE: `{type(scheduler).__name__}` (T = {scheduler.t_max}); loss: `{loss_fn.config}`",
             "- bits/dim: held-out negative log-likelihood per dimension (t = 0: discretized, exact; t > 0: density of "
-            "x_t plus log Δ), EMA weights."]))
+            "x_t plus log Δ), EMA weights."]
+            + (["- bayes_accuracy_t=0: the fraction of held-out images whose label is argmax_y p(x | y) at t = 0 (uniform prior)."]
+               if conditional else [])))
     output_dir = Path(args.output_dir)
     (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card: this run's replaces it
     pipe.save_pretrained(output_dir)

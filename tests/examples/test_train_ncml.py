@@ -472,6 +472,29 @@ def test_trains_on_an_image_folder_of_mixed_sizes_and_modes(script, tmp_path, ch
     assert "train/loss" in metrics(out)[-2]
 
 
+def test_a_class_conditional_run_logs_the_held_out_accuracy_of_its_bayes_classifier(script, tmp_path):
+    from ncml.evaluation import class_posterior
+
+    config = write_config(tmp_path, model={"num_classes": 10})
+    out = tmp_path / "cond"
+    argv = ["--config", str(config), "--output_dir", str(out), "--eval_max_images", "40", *TINY_FLAGS]
+    result = script.main(argv)
+    accuracy = result.metrics["eval/bayes_accuracy_t=0"]
+    # the same held-out digits through the public classifier, on the released (EMA) weights
+    args, cfg = script.parse_args(argv)
+    data = script.load_data(args, script.build_components(cfg, args)[0])
+    assert len(data.eval_labels) == 40
+    expected = (class_posterior(result.ema_model, data.eval_images, progress=False).argmax(1).numpy()
+                == data.eval_labels).mean()
+    assert accuracy == pytest.approx(expected, abs=1e-12) and accuracy * 40 == round(accuracy * 40)
+    assert [r["step"] for r in metrics(out) if "eval/bayes_accuracy_t=0" in r] == [2]
+    assert f"| bayes_accuracy_t=0 | {accuracy:.4f} |" in (out / "README.md").read_text()
+    # an unconditional run has no classifier to report
+    plain = script.main(["--config", str(write_config(tmp_path)), "--output_dir", str(tmp_path / "plain"),
+                         *TINY_FLAGS])
+    assert "eval/bayes_accuracy_t=0" not in plain.metrics
+
+
 def test_trains_on_a_saved_hf_dataset_with_its_test_split(script, tmp_path):
     datasets = pytest.importorskip("datasets")
     features = datasets.Features({"picture": datasets.Image(), "digit": datasets.ClassLabel(num_classes=3)})
