@@ -260,7 +260,9 @@ def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
         title = "from scratch" if i == 1 and pretrain else "continued from run 1's EMA weights" if pretrain else ""
         lines += [f"### Run {i}" + (f": {title}" if title else ""), "", *training_section(run), ""]
     lines += [f"Validation bits/dim at t = 0 given the true label (200 validation digits, EMA): "
-              f"{final['eval/bpd_t=0']:.4f}.", "",
+              f"{final['eval/bpd_t=0']:.4f}"
+              + (f"; its Bayes classifier at t = 0 labels {final['eval/bayes_accuracy_t=0']:.1%} of them correctly"
+                 if "eval/bayes_accuracy_t=0" in final else "") + ".", "",
               "The sampler settings (`sampling_config.json`) are those chosen for the unconditional model on the "
               "validation digits, not re-tuned for this one.", ""]
     val = report.get("validation")
