@@ -11,10 +11,10 @@ noise of std ``σ`` in model space) scaled by ``m(t)`` is exactly a draw of the 
 
 The same fact gives a classifier of *clean* images that no t = 0 likelihood offers: add noise of std ``σ`` yourself and
 classify the noisy copies at the matched ``t`` (:func:`smoothed_class_posterior`). Measured with the bundled
-``ncpn-mnist5k-vp-cond`` on 250 MNIST-5k validation digits (four noisy copies each): 81.6 % at t = 0, 92.4 % with
-σ = 4 grey levels, 97.2 % from σ = 16 to 40 (docs/RESULTS.md, section 8, has the test figure). A likely reason: the
-t = 0 likelihood is dominated by pixel-level detail (stroke edges, the exact grey levels) that says little about the
-digit, and noise of a few grey levels washes that detail out of every class's likelihood alike.
+``ncpn-mnist5k-vp-cond`` on 250 MNIST-5k validation digits (four noisy copies each): 74.0 % at t = 0, 91.6 % with
+σ = 4 grey levels, 94.4 % with 16, 98.0 % with 32 (docs/RESULTS.md, section 8, has the test figure). A likely
+reason: the t = 0 likelihood is dominated by pixel-level detail (stroke edges, the exact grey levels) that says
+little about the digit, and noise of a few grey levels washes that detail out of every class's likelihood alike.
 """
 
 from __future__ import annotations
