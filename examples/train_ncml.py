@@ -672,8 +672,8 @@ def save_release(ema_model: ARBackbone, scheduler: SDEScheduler, loss_fn: NCMLLo
             f"- SDE: `{type(scheduler).__name__}` (T = {scheduler.t_max}); loss: `{loss_fn.config}`",
             "- bits/dim: held-out negative log-likelihood per dimension (t = 0: discretized, exact; t > 0: density of "
             "x_t plus log Δ), EMA weights."]
-            + (["- bayes_accuracy_t=0: the fraction of held-out images whose label is argmax_y p(x | y) at t = 0 (uniform prior)."]
-               if conditional else [])))
+            + (["- bayes_accuracy_t=0: the fraction of held-out images whose label is argmax_y p(x | y) at t = 0 "
+                "(uniform prior)."] if conditional else [])))
     output_dir = Path(args.output_dir)
     (output_dir / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card: this run's replaces it
     pipe.save_pretrained(output_dir)
