@@ -95,6 +95,54 @@ def test_label_dropout_replaces_labels_at_its_rate_from_the_generator():
         NCMLLossConfig(label_dropout=1.0)
 
 
+def test_classifier_term_is_the_bayes_cross_entropy_at_each_examples_t_and_leaves_the_nll_as_is():
+    model, sched = tiny(), VPSDEScheduler()
+    x0 = all_images(model)[torch.randperm(256, generator=gen(3))[:6]]
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    base = NCMLLossConfig(clean_fraction=0.5, label_dropout=0.3)
+    plain = NCMLLoss(base)(model, sched, x0, labels, generator=gen(0))
+    alpha = 7.0
+    hybrid = NCMLLoss(NCMLLossConfig(**{**vars(base), "classifier_weight": alpha, "classifier_examples": 4}))
+    out = hybrid(model, sched, x0, labels, generator=gen(0))
+    # the same draws of t, ε and dropped labels: the generative term is unchanged
+    assert torch.equal(out.t, plain.t) and torch.equal(out.nll_per_dim, plain.nll_per_dim)
+    assert plain.classifier_nll is None and out.classifier_nll.shape == (4,)
+    assert (out.t[:4] == 0).any() and (out.t[:4] > 0).any()  # both kinds of example are scored
+    # replay x_t (rand (B, 2) for t, then randn for ε) and score it with the exact Bayes classifier at each t,
+    # with the TRUE labels although label dropout hid some of them from the generative term
+    g = gen(0)
+    torch.rand((6, 2), generator=g, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    assert (torch.rand(6, generator=g, dtype=torch.float64)[:4] < 0.3).any()  # a scored example lost its label
+    x_t = torch.where((out.t == 0)[:, None, None, None], x0, sched.add_noise(x0, noise, out.t))
+    expected = torch.stack([-class_posterior(model, x_t[i:i + 1], float(out.t[i]), progress=False)[0, labels[i]]
+                            for i in range(4)])
+    torch.testing.assert_close(out.classifier_nll, expected)
+    torch.testing.assert_close(out.loss, plain.loss + (alpha * expected.mean() / (4 * math.log(2))).float())
+    # all examples by default; the classifier term alone has a gradient for every class's embedding
+    every = NCMLLoss(NCMLLossConfig(clean_fraction=1.0, classifier_weight=1.0))(model, sched, x0, labels)
+    assert every.classifier_nll.shape == (6,)
+    grad, = torch.autograd.grad(every.loss - every.nll_per_dim.mean(), model.embedding.class_embedding.weight)
+    assert (grad[:3].abs().sum(1) > 0).all() and not grad[3].any()  # the null class is not one of p(y | x)'s
+
+
+def test_classifier_term_bad_input():
+    x0 = all_images(tiny())[:4]
+    loss = NCMLLoss(NCMLLossConfig(classifier_weight=1.0))
+    with pytest.raises(ValueError, match="needs a class-conditional backbone"):
+        loss(tiny(num_classes=None, null_class=False), VPSDEScheduler(), x0, None, generator=gen(0))
+    with pytest.raises(ValueError, match="needs class_labels"):
+        loss(tiny(), VPSDEScheduler(), x0, None, generator=gen(0))
+    with pytest.raises(ValueError, match="needs real classes 0 … 2, got the null label 3"):
+        loss(tiny(), VPSDEScheduler(), x0, [0, 3, 1, 2], generator=gen(0))
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="classifier_weight must be a finite number"):
+            NCMLLossConfig(classifier_weight=bad)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="classifier_examples must be None"):
+            NCMLLossConfig(classifier_examples=bad)
+
+
 def test_init_from_an_unconditional_model_starts_as_that_model_for_every_label(tmp_path):
     spec = importlib.util.spec_from_file_location("train_ncml", ROOT / "examples" / "train_ncml.py")
     script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec)

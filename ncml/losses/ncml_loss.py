@@ -41,6 +41,23 @@ Why uniform stays the default: an ablation at equal budget on MNIST-5k (``exampl
 Log-uniform on ``[10⁻⁴, 0.1]`` gave the lowest two-part Fréchet distance on validation digits, but by less
 than the bootstrap std, and a smaller ``T = 0.02`` (uniform or log-uniform) made the AR draws at
 ``t_start = 0.003`` and ``0.01`` worse, not better. More training moved every recipe alike.
+
+A discriminative term for class-conditional models (``classifier_weight = α > 0``)
+----------------------------------------------------------------------------------
+Maximum likelihood fits ``p_θ,t(x | y)`` but not the exact Bayes classifier it implies,
+``p_θ,t(y | x_t) = softmax_y log p_θ,t(x_t | y)`` (uniform prior): the likelihood of an image is dominated by its
+pixel-level detail, and the class changes it by a few nats out of hundreds, so small relative errors flip the
+decision. The hybrid objective (as in hybrid generative–discriminative models) adds the classifier's
+cross-entropy on the same noisy examples, per image and on the same bits/dim scale:
+
+    L = E[ −log p_θ,t(x_t | ỹ) ] / (d ln 2)  +  α · E[ −log p_θ,t(y | x_t) ] / (d ln 2)
+
+(``ỹ`` the label after label dropout, ``y`` the true one). ``α = 1`` is the joint ``−log p(x_t | y) −
+log p(y | x_t)``; larger ``α`` trades likelihood for the classifier. ``p_θ,t(y | x_t)`` needs ``log p_θ,t(x_t | k)``
+for every class ``k``: ``K`` more teacher-forced rows per scored example, so ``classifier_examples = M`` scores only
+the first ``M`` examples of each batch (the batch order is random) and a step costs ``(B + M·K)/B`` of a plain
+one. All rows go through one forward call, so distributed training syncs gradients once. At ``t > 0`` the term
+trains the classifier of noisy images at the matched noise level as well (``ncml.evaluation.class_posterior``).
 """
 
 from __future__ import annotations
@@ -69,6 +86,8 @@ class NCMLLossConfig:
     num_noise_levels: int | None = None  # None: continuous; K: the distribution's K-point grid (module docstring)
     t_min: float = 0.0  # lower end of the noisy times (exclusive for uniform); > 0 for log_uniform
     label_dropout: float = 0.0  # class-conditional: P(an example's label is replaced by the backbone's null label)
+    classifier_weight: float = 0.0  # class-conditional: α, weight of the Bayes classifier's cross-entropy (docstring)
+    classifier_examples: int | None = None  # examples per batch scored by that term (the first M); None: all
 
     def __post_init__(self):
         cf = self.clean_fraction
@@ -87,6 +106,12 @@ class NCMLLossConfig:
         ld = self.label_dropout
         if isinstance(ld, bool) or not isinstance(ld, (int, float)) or not 0.0 <= ld < 1.0:
             raise ValueError(f"label_dropout must be a number in [0, 1), got {ld!r}")
+        cw = self.classifier_weight
+        if isinstance(cw, bool) or not isinstance(cw, (int, float)) or not math.isfinite(cw) or cw < 0:
+            raise ValueError(f"classifier_weight must be a finite number >= 0, got {cw!r}")
+        m = self.classifier_examples
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"classifier_examples must be None (all) or an int >= 1, got {m!r}")
         if self.noise_distribution == "log_uniform" and not tm > 0:
             raise ValueError(f"t_min must be > 0 for noise_distribution='log_uniform' (log t_min is its lower end), "
                              f"got {tm!r}")
@@ -97,6 +122,9 @@ class NCMLLossOutput:
     loss: torch.Tensor  # () mean of nll_per_dim over the batch, bits/dim (what to backpropagate)
     nll_per_dim: torch.Tensor  # (B,) per-example negative log-likelihood of x_t, bits/dim (float32)
     t: torch.Tensor  # (B,) the sampled times, float64 (exactly 0.0 for clean examples)
+    # classifier_weight > 0: −log p_θ,t(y | x_t) in nats (float64) of the M scored examples (the batch's first M,
+    # times t[:M]); None otherwise. ``loss`` already includes α · its mean / (d ln 2)
+    classifier_nll: torch.Tensor | None = None
 
 
 class NCMLLoss(ConfigMixin):
@@ -111,6 +139,11 @@ class NCMLLoss(ConfigMixin):
     Label dropout (``label_dropout = p > 0``, class-conditional backbones with ``config.null_class``): each
     example's label is replaced by the null label with probability ``p`` (drawn from ``generator`` after ``t`` and
     ``ε``), so the same network learns ``p_θ,t(x)`` beside ``p_θ,t(x | y)``, as classifier-free guidance does.
+
+    Discriminative term (``classifier_weight = α > 0``, class-conditional backbones, ``class_labels`` required):
+    the first ``classifier_examples`` examples are also scored under every class, and ``α`` times the mean
+    cross-entropy of the exact Bayes classifier ``p_θ,t(y | x_t)`` (uniform prior, nats per image, divided by
+    ``d ln 2``) is added to ``loss``; see the module docstring. It draws nothing, so it leaves every other draw as is.
 
     A config component like the schedulers: ``NCMLLoss.from_config({"clean_fraction": 0.5})`` (unknown keys and
     wrong types raise), ``loss.config["t_min"]``, and ``save_pretrained`` / ``from_pretrained`` of
@@ -164,14 +197,48 @@ class NCMLLoss(ConfigMixin):
         # clean examples are x0 itself, bit for bit: their log-likelihood is a mass on the data grid
         x_t = torch.where(expand_as(t == 0, x0).bool(), x0, scheduler.add_noise(x0, noise, t))
         backbone = model if hasattr(model, "check_inputs") else getattr(model, "module", model)
+        true_labels = class_labels
         if self.config.label_dropout > 0:
             class_labels = self.drop_labels(backbone, class_labels, batch_size, generator=generator, device=x0.device)
+        x_in, t_in, labels_in = x_t, t, class_labels
+        if self.config.classifier_weight > 0:
+            true_labels = self.check_classifier_labels(backbone, true_labels, batch_size, device=x0.device)
+            m = min(batch_size, self.config.classifier_examples or batch_size)
+            k = backbone.config.num_classes
+            # every scored example under every class, image-major: rows (i, 0), …, (i, K − 1) for i < M
+            x_in = torch.cat([x_t, x_t[:m].repeat_interleave(k, dim=0)])
+            t_in = torch.cat([t, t[:m].repeat_interleave(k)])
+            every = torch.arange(k, device=x0.device).repeat(m)
+            labels_in = torch.cat([backbone.check_class_labels(class_labels, batch_size, device=x0.device), every])
         # forward reads no values: clean rows on the grid, labels in range. DistributedDataParallel (multi-process
-        # training) hides the backbone's methods behind .module; its forward is still the one to call (gradient sync)
-        backbone.check_inputs(x_t, t, class_labels)
-        log_prob = model(x_t, t, class_labels).log_prob  # (B, C, H, W) nats
-        nll_per_dim = bits_per_dim_from_log_prob(log_prob.float())  # (B,) bits/dim, float32 under autocast too
-        return NCMLLossOutput(loss=nll_per_dim.mean(), nll_per_dim=nll_per_dim, t=t)
+        # training) hides the backbone's methods behind .module; its forward is still the one to call (gradient sync),
+        # and only once per step, which is why the classifier rows share this call
+        backbone.check_inputs(x_in, t_in, labels_in)
+        log_prob = model(x_in, t_in, labels_in).log_prob  # (B [+ M·K], C, H, W) nats
+        nll_per_dim = bits_per_dim_from_log_prob(log_prob[:batch_size].float())  # (B,) bits/dim, float32 always
+        loss, classifier_nll = nll_per_dim.mean(), None
+        if self.config.classifier_weight > 0:
+            log_px = log_prob[batch_size:].double().flatten(1).sum(1).view(m, k)  # log p_θ,t(x_t | k), nats
+            classifier_nll = -torch.log_softmax(log_px, dim=1).gather(1, true_labels[:m, None]).squeeze(1)
+            dims = x0[0].numel()
+            loss = loss + (self.config.classifier_weight * classifier_nll.mean() / (dims * math.log(2))).float()
+        return NCMLLossOutput(loss=loss, nll_per_dim=nll_per_dim, t=t, classifier_nll=classifier_nll)
+
+    def check_classifier_labels(self, backbone: ARBackbone, class_labels, batch_size: int, *,
+                                device=None) -> torch.Tensor:
+        """The true labels ``(B,)`` for the discriminative term: a class-conditional backbone, and real classes
+        (the null label is not a class of ``p(y | x)``)."""
+        k = getattr(backbone.config, "num_classes", None)
+        if k is None:
+            raise ValueError(f"classifier_weight={self.config.classifier_weight} needs a class-conditional backbone "
+                             "(config.num_classes set); this one is unconditional")
+        if class_labels is None:
+            raise ValueError(f"classifier_weight={self.config.classifier_weight} needs class_labels (the true classes)")
+        labels = backbone.check_class_labels(class_labels, batch_size, device=device)
+        if (labels >= k).any():
+            raise ValueError(f"class_labels: the discriminative term (classifier_weight > 0) needs real classes "
+                             f"0 … {k - 1}, got the null label {backbone.null_label}")
+        return labels
 
     def drop_labels(self, backbone: ARBackbone, class_labels, batch_size: int, *, generator: Generator = None,
                     device=None) -> torch.Tensor:
