@@ -174,6 +174,11 @@ class TrainingConfig:
     label_dropout: float | None = flag(None, "class-conditional models with a null class: the share of labels "
                                              "replaced by 'no label' (classifier-free guidance); default: the "
                                              "config's loss section, else 0")
+    classifier_weight: float | None = flag(None, "class-conditional models: α, the weight of the exact Bayes "
+                                                 "classifier's cross-entropy added to the loss (hybrid training, "
+                                                 "ncml.NCMLLossConfig); default: the config's, else 0")
+    classifier_examples: int | None = flag(None, "examples per micro-batch scored by that term (each costs K more "
+                                                 "rows); default: the config's, else all", minimum=1)
     # optimization
     max_train_steps: int = flag(1000, "optimizer steps", minimum=1)
     train_batch_size: int = flag(32, "examples per process per micro-batch", minimum=1)
@@ -384,7 +389,8 @@ def build_components(config: dict, args: TrainingConfig) -> tuple[ARBackbone, SD
     scheduler = from_section(sched_cls, sched_cfg, "scheduler", t_max=args.t_max)
     loss_fn = from_section(NCMLLoss, config.get("loss", {}), "loss", clean_fraction=args.clean_fraction,
                            noise_distribution=args.noise_distribution, t_min=args.t_min,
-                           num_noise_levels=args.num_noise_levels, label_dropout=args.label_dropout)
+                           num_noise_levels=args.num_noise_levels, label_dropout=args.label_dropout,
+                           classifier_weight=args.classifier_weight, classifier_examples=args.classifier_examples)
     if args.init_from is not None:
         init_weights(model, args.init_from)
     return model, scheduler, loss_fn
@@ -571,7 +577,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     metrics: dict = {}
     # sums since the last log row, this process: negative log-likelihood (bits/dim) and examples, clean (t = 0) and
     # noisy apart; wall time and images of the training steps (evaluation and checkpoints excluded)
-    window = {k: torch.zeros((), device=device) for k in ("nll_clean", "num_clean", "nll_noisy", "num_noisy")}
+    window = {k: torch.zeros((), device=device) for k in ("nll_clean", "num_clean", "nll_noisy", "num_noisy",
+                                                                   "classifier_nll", "num_classified")}
     window_seconds, window_images = 0.0, 0
     model.train()
     while step < args.max_train_steps:
@@ -598,7 +605,10 @@ def main(argv: list[str] | None = None) -> TrainResult:
             window["num_clean"] += clean.sum()
             window["nll_noisy"] += nll[~clean].sum()
             window["num_noisy"] += (~clean).sum()
-        if not torch.isfinite(window["nll_clean"] + window["nll_noisy"]):
+            if out.classifier_nll is not None:
+                window["classifier_nll"] += out.classifier_nll.detach().sum()
+                window["num_classified"] += len(out.classifier_nll)
+        if not torch.isfinite(window["nll_clean"] + window["nll_noisy"] + window["classifier_nll"]):
             raise FloatingPointError(f"non-finite loss at step {step} (try --mixed_precision no or a lower "
                                      "--learning_rate)")
         ema.update(unwrapped)
@@ -616,6 +626,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
                 row["train/loss_t0"] = totals["nll_clean"] / totals["num_clean"]
             if totals["num_noisy"]:
                 row["train/loss_noisy"] = totals["nll_noisy"] / totals["num_noisy"]
+            if totals["num_classified"]:  # −log p(y | x_t), nats per scored example
+                row["train/classifier_loss"] = totals["classifier_nll"] / totals["num_classified"]
             log(row, step)
             progress.set_postfix(loss=f"{row['train/loss']:.3f}", lr=f"{row['lr']:.2e}")
             for v in window.values():

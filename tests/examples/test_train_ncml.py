@@ -495,6 +495,29 @@ def test_a_class_conditional_run_logs_the_held_out_accuracy_of_its_bayes_classif
     assert "eval/bayes_accuracy_t=0" not in plain.metrics
 
 
+def test_hybrid_training_logs_the_classifier_loss_and_records_its_weight(script, tmp_path):
+    config = write_config(tmp_path, model={"num_classes": 10, "dropout": 0.0})  # dropout would draw per row
+    out = tmp_path / "hybrid"
+    script.main(["--config", str(config), "--output_dir", str(out), "--eval_max_images", "20",
+                 "--classifier_weight", "50", "--classifier_examples", "2", "--logging_steps", "1", *TINY_FLAGS])
+    rows = [r for r in metrics(out) if "train/loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["train/classifier_loss"] > 0 for r in rows)  # −log p(y | x_t), nats, 2 examples per step
+    # the term changes the update, not the draws: step 1's NLL equals that of the same run without it, step 2's not
+    # (up to float32 rounding: the classifier rows make the forward batch larger)
+    plain = script.main(["--config", str(config), "--output_dir", str(tmp_path / "mle"), "--eval_max_images", "20",
+                         "--logging_steps", "1", *TINY_FLAGS])
+    plain_rows = [r for r in metrics(tmp_path / "mle") if "train/loss" in r]
+    assert "train/classifier_loss" not in plain_rows[0] and "eval/bayes_accuracy_t=0" in plain.metrics
+    assert plain_rows[0]["train/loss"] == pytest.approx(rows[0]["train/loss"], rel=1e-6)
+    assert plain_rows[1]["train/loss"] != pytest.approx(rows[1]["train/loss"], rel=1e-4), \
+        (plain_rows[1]["train/loss"], rows[1]["train/loss"])
+    assert "classifier_weight=50.0, classifier_examples=2" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="classifier_weight=50.0 needs a class-conditional backbone"):
+        script.main(["--config", str(write_config(tmp_path)), "--output_dir", str(tmp_path / "plain"),
+                     "--classifier_weight", "50", *TINY_FLAGS])
+
+
 def test_trains_on_a_saved_hf_dataset_with_its_test_split(script, tmp_path):
     datasets = pytest.importorskip("datasets")
     features = datasets.Features({"picture": datasets.Image(), "digit": datasets.ClassLabel(num_classes=3)})
