@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -208,14 +209,38 @@ def training_section(release: Path) -> list[str]:
     return text[1].split("\n## ", 1)[0].strip().splitlines()
 
 
-def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
-    """Copy the release pipeline in ``release`` into the package and write its card (see the module docstring);
-    ``pretrain``: the run that ``release`` continued (``--init_from``), whose log and record the card also gets."""
+def log_path(run: int) -> Path:
+    """Where the training log of the card's run ``run`` (1-based) is kept."""
+    suffix = {1: "", 2: ".finetune"}.get(run, f".run{run}")
+    return ROOT / "docs" / "training" / f"{NAME}{suffix}.metrics.jsonl"
+
+
+def recorded_runs(card: Path) -> list[list[str]]:
+    """The trainer's records of the runs that the bundled model's card lists (one list of lines per run, in order),
+    for a release that continued the bundled model."""
+    text = card.read_text() if card.is_file() else ""
+    how = text.split("## How it was trained", 1)[1].split("\n## ", 1)[0] if "## How it was trained" in text else ""
+    blocks = re.split(r"^### Run \d+(?:: .*)?$", how, flags=re.M)[1:]
+    runs = [[line for line in block.strip().splitlines() if line.startswith("- ")] for block in blocks]
+    if not runs or not all(runs):
+        raise SystemExit(f"--continues-bundled: {card} records no training runs to continue")
+    return runs
+
+
+def ship(release: Path, report: dict, pretrain: Path | None = None, continues_bundled: bool = False) -> None:
+    """Copy the release pipeline in ``release`` into the package and write its card (see the module docstring).
+
+    The card records every run of the chain that led to the weights: ``pretrain``, the run that ``release``
+    continued (``--init_from``), whose log and record the card also gets; or, with ``continues_bundled``, the runs
+    the bundled model's card already records (``release`` continued the bundled weights; their logs stay)."""
     import shutil
 
     dest = BUNDLED / NAME
     if not (release / "model_index.json").is_file():
         raise SystemExit(f"--release {release}: not a pipeline folder (no model_index.json)")
+    if continues_bundled and pretrain is not None:
+        raise SystemExit("--pretrain and --continues-bundled name two different runs that --release continued")
+    records = recorded_runs(dest / "README.md") if continues_bundled else []  # read before the card is rewritten
     dest.mkdir(parents=True, exist_ok=True)
     for part in ("backbone", "scheduler"):
         shutil.rmtree(dest / part, ignore_errors=True)
@@ -225,14 +250,16 @@ def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
     sampling = json.loads((BUNDLED / "ncpn-mnist5k-vp" / "sampling_config.json").read_text())
     sampling = {**({"_save_id": save_id} if save_id else {}), **{k: v for k, v in sampling.items() if k[0] != "_"}}
     (dest / "sampling_config.json").write_text(json.dumps(sampling, indent=2) + "\n")
-    legs = [] if pretrain is None else [(pretrain, ROOT / "docs" / "training" / f"{NAME}.metrics.jsonl")]
-    legs.append((release, ROOT / "docs" / "training" / f"{NAME}{'.finetune' if legs else ''}.metrics.jsonl"))
+    for run in ([pretrain] if pretrain is not None else []) + [release]:
+        shutil.copy2(run / "logs" / "metrics.jsonl", log_path(len(records) + 1))
+        records.append(training_section(run))
+    legs = [log_path(i) for i in range(1, len(records) + 1)]
     steps = []
-    for run, log in legs:
-        shutil.copy2(run / "logs" / "metrics.jsonl", log)
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-        steps.append(max(r["step"] for r in records))
-    final = [r for r in records if r["step"] == steps[-1] and "eval/bpd_t=0" in r][-1]
+    for log in legs:
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        steps.append(max(r["step"] for r in rows))
+    final = [r for r in rows if r["step"] == steps[-1] and "eval/bpd_t=0" in r][-1]
+    hybrid = [i for i, record in enumerate(records, 1) if re.search(r"classifier_weight=(?!0\.0\b)", "".join(record))]
     pipe = NCMLClassConditionalPipeline.from_pretrained(dest)
     params = pipe.backbone.num_parameters()
     lines = ["---", "datasets:", "- mnist5k", "library_name: ncml", "license: apache-2.0", "tags:", "- ncml",
@@ -253,12 +280,15 @@ def ship(release: Path, report: dict, pretrain: Path | None = None) -> None:
              f"{' + '.join(f'{n:,}' for n in steps)} steps with `examples/train_ncml.py --config "
              f"examples/configs/ncpn_mnist_vp_cond.json` (label dropout 0.1 for the null class), on the training "
              f"digits without the 500 validation digits"
-             + (", from scratch, then continued from the first run's EMA weights (`--init_from`)" if pretrain else "")
-             + f" (`{'`, `'.join(f'docs/training/{log.name}' for _, log in legs)}`). The training script's own "
+             + (", from scratch, then each run continued from the previous run's EMA weights (`--init_from`)"
+                if len(legs) > 1 else "")
+             + (f"; run{'s' * (len(hybrid) > 1)} {', '.join(map(str, hybrid))} added the exact Bayes classifier's "
+                "cross-entropy to the loss (`classifier_weight`, hybrid training)" if hybrid else "")
+             + f" (`{'`, `'.join(f'docs/training/{log.name}' for log in legs)}`). The training script's own "
              "record of each run:", ""]
-    for i, (run, _) in enumerate(legs, 1):
-        title = "from scratch" if i == 1 and pretrain else "continued from run 1's EMA weights" if pretrain else ""
-        lines += [f"### Run {i}" + (f": {title}" if title else ""), "", *training_section(run), ""]
+    for i, record in enumerate(records, 1):
+        title = ("from scratch" if i == 1 else f"continued from run {i - 1}'s EMA weights") if len(records) > 1 else ""
+        lines += [f"### Run {i}" + (f": {title}" if title else ""), "", *record, ""]
     lines += [f"Validation bits/dim at t = 0 given the true label (200 validation digits, EMA): "
               f"{final['eval/bpd_t=0']:.4f}"
               + (f"; its Bayes classifier at t = 0 labels {final['eval/bayes_accuracy_t=0']:.1%} of them correctly"
@@ -297,6 +327,9 @@ def main(argv=None) -> None:
     p.add_argument("--release", type=Path, default=None, help="--stage ship: the training run's output_dir")
     p.add_argument("--pretrain", type=Path, default=None,
                    help="--stage ship: the run that --release continued with --init_from (its output_dir)")
+    p.add_argument("--continues-bundled", action="store_true",
+                   help="--stage ship: --release continued the bundled model (--init_from its folder); the card "
+                        "keeps the runs it records and adds this one")
     p.add_argument("--num-val-samples", type=int, default=250, help="plain-AR samples per w in validation")
     p.add_argument("--num-samples", type=int, default=500, help="samples per sampler in the test stage")
     p.add_argument("--num-test", type=int, default=500, help="test digits for the classifiers")
@@ -313,7 +346,8 @@ def main(argv=None) -> None:
     if args.stage == "ship":
         if args.release is None:
             raise SystemExit("--stage ship needs --release DIR")
-        ship(args.release, json.loads(path.read_text()) if path.is_file() else {}, args.pretrain)
+        ship(args.release, json.loads(path.read_text()) if path.is_file() else {}, args.pretrain,
+             args.continues_bundled)
         return
     if args.pipeline is None:
         args.pipeline = str(ncml.pretrained(NAME))
