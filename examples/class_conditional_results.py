@@ -230,16 +230,15 @@ def recorded_runs(card: Path) -> list[list[str]]:
 def ship(release: Path, report: dict, pretrain: Path | None = None, continues_bundled: bool = False) -> None:
     """Copy the release pipeline in ``release`` into the package and write its card (see the module docstring).
 
-    The card records every run of the chain that led to the weights: ``pretrain``, the run that ``release``
-    continued (``--init_from``), whose log and record the card also gets; or, with ``continues_bundled``, the runs
-    the bundled model's card already records (``release`` continued the bundled weights; their logs stay)."""
+    The card records every run of the chain that led to the weights, in order: with ``continues_bundled``, the runs
+    the bundled model's card already records (the chain continued the bundled weights; their logs stay); then
+    ``pretrain``, the run that ``release`` continued (``--init_from``), whose log and record the card also gets;
+    then ``release``."""
     import shutil
 
     dest = BUNDLED / NAME
     if not (release / "model_index.json").is_file():
         raise SystemExit(f"--release {release}: not a pipeline folder (no model_index.json)")
-    if continues_bundled and pretrain is not None:
-        raise SystemExit("--pretrain and --continues-bundled name two different runs that --release continued")
     records = recorded_runs(dest / "README.md") if continues_bundled else []  # read before the card is rewritten
     dest.mkdir(parents=True, exist_ok=True)
     for part in ("backbone", "scheduler"):
@@ -328,8 +327,8 @@ def main(argv=None) -> None:
     p.add_argument("--pretrain", type=Path, default=None,
                    help="--stage ship: the run that --release continued with --init_from (its output_dir)")
     p.add_argument("--continues-bundled", action="store_true",
-                   help="--stage ship: --release continued the bundled model (--init_from its folder); the card "
-                        "keeps the runs it records and adds this one")
+                   help="--stage ship: --release (or --pretrain) continued the bundled model (--init_from its "
+                        "folder); the card keeps the runs it records and adds the new ones")
     p.add_argument("--num-val-samples", type=int, default=250, help="plain-AR samples per w in validation")
     p.add_argument("--num-samples", type=int, default=500, help="samples per sampler in the test stage")
     p.add_argument("--num-test", type=int, default=500, help="test digits for the classifiers")

@@ -76,12 +76,19 @@ def test_ship_continuing_the_bundled_model_keeps_its_runs_and_adds_the_new_one(r
     assert results.recorded_runs(card)[:-1] == earlier
     pipe = NCMLClassConditionalPipeline.from_pretrained(results.BUNDLED / results.NAME)
     assert pipe.backbone.config.sample_size == 8
-    # a card without run records cannot be continued; two continued runs cannot both be named
+    # a chain of two new runs after the bundled ones (the card as it was): both are added, in order
+    second = tiny_run(tmp_path, "second", "--init_from", str(release))
+    card.write_text(before)
+    results.ship(second, {}, pretrain=release, continues_bundled=True)
+    chained = card.read_text()
+    assert section(chained, f"### Run {n}") == section(after, f"### Run {n}")
+    assert f"### Run {n + 1}: continued from run {n}'s EMA weights" in chained and " + 2 + 2 steps with" in chained
+    assert results.log_path(n + 1).read_text() == (second / "logs" / "metrics.jsonl").read_text()
+    assert f"run {n} added the exact Bayes" in chained  # the second run has no classifier term
+    # a card without run records cannot be continued
     card.write_text("# no record\n")
     with pytest.raises(SystemExit, match="records no training runs"):
         results.ship(release, {}, continues_bundled=True)
-    with pytest.raises(SystemExit, match="--pretrain and --continues-bundled"):
-        results.ship(release, {}, pretrain=release, continues_bundled=True)
 
 
 def test_ship_of_a_run_and_the_run_it_continued(results, tmp_path):
