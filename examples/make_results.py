@@ -662,11 +662,8 @@ class Results:
             "",
             f"The bundled `ncml.pretrained(\"{rep['pipeline']}\")` is the network of this page's NCML model plus "
             "a class embedding with a null class (\"no label\") learnt with label dropout 0.1, trained from scratch "
-            "with the same recipe: t uniform on (0, T] first, then the log-uniform continuation that won section 7"
-            + (", then a continuation with the hybrid objective, which adds the cross-entropy of the model's own "
-               "Bayes classifier p_θ,t(y | x_t) to the likelihood (`NCMLLossConfig.classifier_weight`)"
-               if "hybrid training" in card.read_text() else "")
-            + f" (budget and flags on its model card, `{self.rel(card)}`). One network thus gives p_θ,t(x | y) and "
+            "with the same recipe: t uniform on (0, T] first, then the log-uniform continuation that won section 7 "
+            f"(budget and flags on its model card, `{self.rel(card)}`). One network thus gives p_θ,t(x | y) and "
             "p_θ,t(x). Guidance draws each channel from "
             "p(x_c | x_<c, y)^(1+w) / p(x_c | x_<c)^w, normalised exactly over the 256 levels at t = 0 (numerically "
             "on a fine grid at t > 0), and refines with the score (1+w)·∇log p_t(x | y) − w·∇log p_t(x). Label "

@@ -58,6 +58,11 @@ for every class ``k``: ``K`` more teacher-forced rows per scored example, so ``c
 the first ``M`` examples of each batch (the batch order is random) and a step costs ``(B + M·K)/B`` of a plain
 one. All rows go through one forward call, so distributed training syncs gradients once. At ``t > 0`` the term
 trains the classifier of noisy images at the matched noise level as well (``ncml.evaluation.class_posterior``).
+
+Measured (docs/hybrid-training.md): continuing the bundled MNIST-5k conditional model for 1,000 steps with ``α = 100,
+M = 8`` raised its t = 0 Bayes accuracy on 500 validation digits from 73.4 % to 92.2 % for 0.03 bits/dim, but its
+unguided samples got much worse (Fréchet distance 21.5 → 87.4, label agreement 89 → 76 %): a model for
+classification, not for sampling. The default ``α = 0`` is plain NCML.
 """
 
 from __future__ import annotations
