@@ -46,7 +46,7 @@ A discriminative term for class-conditional models (``classifier_weight = α > 0
 ----------------------------------------------------------------------------------
 Maximum likelihood fits ``p_θ,t(x | y)`` but not the exact Bayes classifier it implies,
 ``p_θ,t(y | x_t) = softmax_y log p_θ,t(x_t | y)`` (uniform prior): the likelihood of an image is dominated by its
-pixel-level detail, and the class changes it by a few nats out of hundreds, so small relative errors flip the
+pixel-level detail, the class changes it little relative to its size, and small relative errors flip the
 decision. The hybrid objective (as in hybrid generative–discriminative models) adds the classifier's
 cross-entropy on the same noisy examples, per image and on the same bits/dim scale:
 
@@ -124,7 +124,7 @@ class NCMLLossConfig:
 
 @dataclass(frozen=True)
 class NCMLLossOutput:
-    loss: torch.Tensor  # () mean of nll_per_dim over the batch, bits/dim (what to backpropagate)
+    loss: torch.Tensor  # () mean of nll_per_dim over the batch, bits/dim, plus the classifier term if any (backprop)
     nll_per_dim: torch.Tensor  # (B,) per-example negative log-likelihood of x_t, bits/dim (float32)
     t: torch.Tensor  # (B,) the sampled times, float64 (exactly 0.0 for clean examples)
     # classifier_weight > 0: −log p_θ,t(y | x_t) in nats (float64) of the M scored examples (the batch's first M,
