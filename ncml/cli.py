@@ -507,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data(p, *, num_images: int):
         p.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | an image folder")
-        p.add_argument("--split", default="test", choices=("train", "test"), help="split of a bundled dataset")
+        p.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                       help="split of a bundled dataset (validation: the fixed carve from train for choosing settings)")
         p.add_argument("--num-images", type=_positive_int, default=num_images,
                        help="a seeded random subset of this many images")
         p.add_argument("--resize", action="store_true", help="resize images of another size to the model's")

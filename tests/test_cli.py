@@ -154,6 +154,11 @@ def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
     assert len(rows) == 2 and rows[0][1] == "0" and float(rows[1][1]) > 0  # t = 0, then the matching t > 0
     assert all(0 <= float(r[2]) <= 1 for r in rows)
     assert out.read_bytes()[:8] == PNG
+    # the validation split: the 150 digits carved from train (15 per class), all of them with --num-images 150
+    code, text, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--split", "validation",
+                           "--num-images", "150", "--batch-size", "50", "--out", str(out), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "digits (validation), 150 images" in text
     code, text, err = run(["sample", "--pipeline", str(folder), "--num-images", "2", "--t-start", "0",
                            "--guidance-scale", "2", "--out", str(tmp_path / "g.png")], capsys)
     assert code == 0, err
