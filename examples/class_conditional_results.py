@@ -23,7 +23,9 @@ Stages (``--stage``):
   ``examples/train_ncml.py`` with ``examples/configs/ncpn_mnist_vp_cond.json``) into the package as
   ``ncpn-mnist5k-vp-cond`` with its training log and the trainer's record of the run, the sampler
   settings of the unconditional bundled model (chosen there on validation digits; not re-tuned) and a model card
-  (with the validation figures once the validate stage has run).
+  (with the validation figures once the validate stage has run). The card records every run of the chain behind
+  the weights: ``--pretrain DIR`` is a run that ``--release`` continued, and ``--continues-bundled`` keeps the runs
+  the bundled card already records when the chain started from the bundled weights.
 
 Writes ``class_conditional.json`` and two PNGs (a sample grid with one row per class; accuracy against σ) into
 ``--out`` (default: docs/results), which ``examples/make_results.py`` turns into a section of docs/RESULTS.md.
