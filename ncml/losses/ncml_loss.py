@@ -202,19 +202,19 @@ class NCMLLoss(ConfigMixin):
         # clean examples are x0 itself, bit for bit: their log-likelihood is a mass on the data grid
         x_t = torch.where(expand_as(t == 0, x0).bool(), x0, scheduler.add_noise(x0, noise, t))
         backbone = model if hasattr(model, "check_inputs") else getattr(model, "module", model)
-        true_labels = class_labels
+        if self.config.classifier_weight > 0:  # the true labels, checked, before dropout can hide them
+            class_labels = true_labels = self.check_classifier_labels(backbone, class_labels, batch_size,
+                                                                      device=x0.device)
         if self.config.label_dropout > 0:
             class_labels = self.drop_labels(backbone, class_labels, batch_size, generator=generator, device=x0.device)
         x_in, t_in, labels_in = x_t, t, class_labels
         if self.config.classifier_weight > 0:
-            true_labels = self.check_classifier_labels(backbone, true_labels, batch_size, device=x0.device)
             m = min(batch_size, self.config.classifier_examples or batch_size)
             k = backbone.config.num_classes
             # every scored example under every class, image-major: rows (i, 0), …, (i, K − 1) for i < M
             x_in = torch.cat([x_t, x_t[:m].repeat_interleave(k, dim=0)])
             t_in = torch.cat([t, t[:m].repeat_interleave(k)])
-            every = torch.arange(k, device=x0.device).repeat(m)
-            labels_in = torch.cat([backbone.check_class_labels(class_labels, batch_size, device=x0.device), every])
+            labels_in = torch.cat([class_labels, torch.arange(k, device=x0.device).repeat(m)])
         # forward reads no values: clean rows on the grid, labels in range. DistributedDataParallel (multi-process
         # training) hides the backbone's methods behind .module; its forward is still the one to call (gradient sync),
         # and only once per step, which is why the classifier rows share this call
