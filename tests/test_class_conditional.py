@@ -3,22 +3,19 @@ classifier ``class_posterior`` and ``matched_time``. Tiny NCPNs with jittered we
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+from example_scripts import load_example
 from ncml import NCMLClassConditionalPipeline, NCMLLoss, NCMLLossConfig, VPSDEScheduler
 from ncml.evaluation import class_posterior, matched_time, noisy_marginal_draw, smoothed_class_posterior
 from ncml.models.ncpn import NCPNConfig, NCPNModel
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(sample_size=2, in_channels=1, num_bits=2, nr_resnet=1, nr_filters=8, nr_logistic_mix=3,
             attention_heads=2, dropout=0.0, num_classes=3, null_class=True, fourier_scale=1.0, embedding_dim=16)
 
@@ -144,9 +141,7 @@ def test_classifier_term_bad_input():
 
 
 def test_init_from_an_unconditional_model_starts_as_that_model_for_every_label(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_ncml", ROOT / "examples" / "train_ncml.py")
-    script = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_example("train_ncml")
     from ncml import NCMLPipeline
     source = tiny(dtype=torch.float32, num_classes=None, null_class=False)
     NCMLPipeline(source, VPSDEScheduler()).save_pretrained(tmp_path / "uncond")

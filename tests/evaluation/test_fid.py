@@ -1,13 +1,12 @@
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
+from example_scripts import load_example
 from ncml.data import load_dataset, to_model_space
 from ncml.evaluation import (DigitClassifier, classifier_features, classifier_metrics, feature_statistics,
                              frechet_distance, frechet_distance_from_statistics, inception_features,
@@ -117,11 +116,7 @@ def test_inception_features_without_the_extra(monkeypatch):
 
 
 def test_training_script_writes_a_loadable_classifier(tmp_path, capsys):
-    script = Path(__file__).parents[2] / "examples" / "train_mnist_classifier.py"
-    spec = importlib.util.spec_from_file_location("train_mnist_classifier", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--out", str(tmp_path), "--epochs", "1", "--batch-size", "256"])
+    load_example("train_mnist_classifier").main(["--out", str(tmp_path), "--epochs", "1", "--batch-size", "256"])
     model = DigitClassifier.from_pretrained(tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["epochs"] == 1

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from example_scripts import load_example
 from ncml import NCMLClassConditionalPipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,17 +17,10 @@ TINY = {"_class_name": "NCPNModel", "sample_size": 8, "in_channels": 1, "nr_resn
         "null_class": True}
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture()
 def results(tmp_path, monkeypatch):
     """The script with its repository root moved to ``tmp_path`` (bundled pipelines and training logs copied)."""
-    module = load("class_conditional_results")
+    module = load_example("class_conditional_results")
     bundled = tmp_path / "ncml" / "bundled-pipelines"
     for name in ("ncpn-mnist5k-vp", module.NAME):
         shutil.copytree(module.BUNDLED / name, bundled / name)
@@ -42,7 +34,7 @@ def tiny_run(tmp_path: Path, name: str, *flags: str) -> Path:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model": TINY, "loss": {"label_dropout": 0.1}}))
     out = tmp_path / name
-    load("train_ncml").main(["--config", str(config), "--dataset", "digits", "--output_dir", str(out),
+    load_example("train_ncml").main(["--config", str(config), "--dataset", "digits", "--output_dir", str(out),
                              "--max_train_steps", "2", "--train_batch_size", "4", "--checkpointing_steps", "0",
                              "--eval_max_images", "20", "--eval_t_fractions", "0.5", "--num_sample_images", "0",
                              *flags])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib.util
 import json
 import os
 import pickle
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from example_scripts import load_example
 from ncml.training import checkpointing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +38,7 @@ TRAINING = {"dataset": "digits", "train_batch_size": 8, "eval_batch_size": 64, "
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_ncml", SCRIPT)
-    module = sys.modules["train_ncml"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_ncml")
 
 
 @pytest.fixture(scope="module")
@@ -696,12 +693,9 @@ def test_an_output_dir_that_is_a_file_or_a_config_that_is_not_utf8_is_refused(sc
     assert not (tmp_path / "p").exists()
 
 
-def test_the_ablation_command_lines_parse(script, monkeypatch):
+def test_the_ablation_command_lines_parse(script):
     # examples/ablate_noise_levels.py runs this script; every variant's flags keep their meaning
-    spec = importlib.util.spec_from_file_location("ablate_noise_levels", ROOT / "examples" / "ablate_noise_levels.py")
-    ablation = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "ablate_noise_levels", ablation)  # its dataclasses look the module up
-    spec.loader.exec_module(ablation)
+    ablation = load_example("ablate_noise_levels")
     for variant in ablation.VARIANTS:
         command = ablation.train_command(variant, Path("/nonexistent/out"), 600, 200)
         assert command[1] == str(ROOT / "examples" / "train_ncml.py")
