@@ -387,7 +387,7 @@ def cmd_classify(args) -> None:
     import torch
 
     _check_plot_output(args)
-    from ncml.evaluation import class_posterior, matched_time, noisy_marginal_draw
+    from ncml.evaluation import class_posterior, matched_time, noisy_marginal_draw, smoothed_class_posterior
     from ncml.evaluation.reporting import format_table, plot_confusion
 
     pipe = load_pipeline(args.pipeline, args.device)
@@ -397,12 +397,14 @@ def cmd_classify(args) -> None:
         raise CLIError(f"--pipeline {args.pipeline or DEFAULT_PIPELINE}: the model is unconditional; classify "
                        "needs a class-conditional one")
     levels = 2**backbone.config.num_bits - 1
+    smoothing = args.smoothing_std or 0.0
     times = []
-    for std in args.noise_std:
+    for std in args.noise_std:  # the time each row is classified at: that of its total noise std
+        flag, total = ("--noise-std", std) if std >= smoothing else ("--smoothing-std", smoothing)
         try:
-            times.append(matched_time(scheduler, 2 * std / levels))
+            times.append(matched_time(scheduler, 2 * total / levels))
         except ValueError as e:
-            raise CLIError(f"--noise-std {std:g}: {e}") from None
+            raise CLIError(f"{flag} {total:g}: {e}") from None
     images, labels = load_images(args.dataset, split=args.split, num_images=args.num_images, seed=args.seed,
                                  backbone=backbone, resize=args.resize)
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -411,13 +413,20 @@ def cmd_classify(args) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     rows, first = [], None
     for std, t in zip(args.noise_std, times):
-        # x_0 + σ·ε, scaled by m(t): a draw of the SDE marginal at t (see matched_time)
-        if std == 0:
-            x = images
+        x = images  # clean; else x_0 + σ·ε scaled by m(t_σ): a draw of the SDE marginal at t_σ (see matched_time)
+        if std > 0:
+            x, t_std = noisy_marginal_draw(scheduler, images, 2 * std / levels, num_bits=backbone.config.num_bits,
+                                           generator=generator)
+        if smoothing > std:  # noise topped up to the smoothing std, averaged over --num-draws copies
+            if std > 0:
+                x = x / scheduler.marginal_mean_coeff(torch.tensor(t_std, dtype=torch.float64))  # x_0 + σ·ε
+            log_post = smoothed_class_posterior(backbone, scheduler, x, 2 * smoothing / levels,
+                                                num_draws=args.num_draws, input_noise_std=2 * std / levels,
+                                                generator=generator, batch_size=args.batch_size,
+                                                progress=not args.no_progress)
         else:
-            x = noisy_marginal_draw(scheduler, images, 2 * std / levels, num_bits=backbone.config.num_bits,
-                                    generator=generator)[0].float()
-        log_post = class_posterior(backbone, x, t, batch_size=args.batch_size, progress=not args.no_progress)
+            log_post = class_posterior(backbone, x if std == 0 else x.float(), t, batch_size=args.batch_size,
+                                       progress=not args.no_progress)
         pred = log_post.argmax(1).numpy()
         correct = pred == labels
         rows.append([f"{std:g}", f"{t:.4g}", f"{correct.mean():.4f}",
@@ -425,8 +434,10 @@ def cmd_classify(args) -> None:
                      f"{-log_post[torch.arange(len(labels)), torch.from_numpy(labels)].mean().item():.4f}"])
         if first is None:
             first = (std, pred)
+    how = (f"; smoothed: noise topped up to std {smoothing:g}, {args.num_draws} noisy copies per image"
+           if smoothing else "")
     print(f"Bayes classifier argmax_y p_θ,t(x | y) on {args.dataset} ({args.split}), {len(images)} images, "
-          "uniform prior")
+          f"uniform prior{how}")
     print(format_table(["noise std (grey levels)", "t", "accuracy", "std error", "NLL of the label (nats)"], rows))
     _wrote(plot_confusion(labels, first[1], num_classes, args.out,
                           title=f"{args.dataset}: Bayes classifier, noise std {first[0]:g}"))
@@ -585,6 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-std", type=_float_type("a finite number >= 0", lambda v: v >= 0), nargs="+",
                    default=[0.0], metavar="STD",
                    help="std of Gaussian noise added to the images, in grey levels of 255 (default: 0)")
+    p.add_argument("--smoothing-std", type=_float_type("a finite number > 0", lambda v: v > 0), default=None,
+                   metavar="STD", help="the smoothed Bayes classifier: images with less noise get more, up to this "
+                   "std in grey levels, in --num-draws independent copies, and are classified by the mean "
+                   "log-likelihood of the copies at the matching t (default: off)")
+    p.add_argument("--num-draws", type=_int_type(1), default=4,
+                   help="noisy copies per image of the smoothed classifier (default: 4)")
     p.set_defaults(func=cmd_classify)
     return parser
 

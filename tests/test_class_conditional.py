@@ -323,6 +323,50 @@ def test_smoothed_class_posterior_averages_log_likelihoods_over_noisy_copies():
         noisy_marginal_draw(sched, images.astype(np.float32), sigma, num_bits=2)
 
 
+def test_smoothed_class_posterior_of_noisy_images_tops_their_noise_up():
+    model, sched = tiny(), VPSDEScheduler()
+    images = np.random.default_rng(1).integers(0, 4, size=(4, 2, 2, 1)).astype(np.uint8)
+    x0 = torch.from_numpy(images).permute(0, 3, 1, 2).double() * model.bin_width - 1
+    s_in, sigma = 0.2, 0.3  # x_0 + s_in·ε0 + sqrt(sigma² − s_in²)·ε_k has noise std sigma
+    noisy = x0 + s_in * torch.randn(x0.shape, generator=gen(11), dtype=torch.float64)  # observed x_0 + s_in·ε
+    t = matched_time(sched, sigma)
+    m = sched.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64))
+    # by hand: each copy adds independent noise of std sqrt(sigma² − s_in²), scaled by m(t) at sigma's matched t
+    g = gen(5)
+    copies = [m * (noisy + math.sqrt(sigma**2 - s_in**2) * torch.randn(x0.shape, generator=g, dtype=torch.float64))
+              for _ in range(3)]
+    ll = torch.stack([torch.stack([model.log_prob(x, t, [y] * len(x)).flatten(1).sum(1) for y in range(3)], 1)
+                      for x in copies]).mean(0)
+    got = smoothed_class_posterior(model, sched, noisy, sigma, num_draws=3, input_noise_std=s_in, generator=gen(5),
+                                   progress=False)
+    torch.testing.assert_close(got, ll - torch.logsumexp(ll, 1, keepdim=True))
+    # with no room to add noise, one evaluation at the matched t (num_draws is irrelevant)
+    torch.testing.assert_close(
+        smoothed_class_posterior(model, sched, noisy, s_in, num_draws=5, input_noise_std=s_in, progress=False),
+        class_posterior(model, m_at(sched, s_in) * noisy, matched_time(sched, s_in), progress=False))
+    # clean model-space floats behave as the uint8 images
+    torch.testing.assert_close(
+        smoothed_class_posterior(model, sched, x0, sigma, num_draws=2, generator=gen(8), progress=False),
+        smoothed_class_posterior(model, sched, images, sigma, num_draws=2, generator=gen(8), progress=False))
+    with pytest.raises(ValueError, match="noise_std=0.1 must be >= input_noise_std=0.2"):
+        smoothed_class_posterior(model, sched, noisy, 0.1, input_noise_std=s_in, progress=False)
+    with pytest.raises(ValueError, match="input_noise_std=0.2 > 0: images must be the noisy images as a float"):
+        smoothed_class_posterior(model, sched, images, sigma, input_noise_std=s_in, progress=False)
+    for bad in (-0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="input_noise_std must be a finite float >= 0"):
+            smoothed_class_posterior(model, sched, noisy, sigma, input_noise_std=bad, progress=False)
+    with pytest.raises(ValueError, match="images must be finite"):
+        smoothed_class_posterior(model, sched, noisy.index_fill(0, torch.tensor([1]), float("nan")), sigma,
+                                 input_noise_std=s_in, progress=False)
+    with pytest.raises(ValueError, match=r"images: a float tensor must be model-space .* got \(4, 1, 2\)"):
+        smoothed_class_posterior(model, sched, noisy[:, :, 0], sigma, input_noise_std=s_in, progress=False)
+
+
+def m_at(sched, sigma: float) -> torch.Tensor:
+    """``m(t)`` at the time matched to ``sigma``."""
+    return sched.marginal_mean_coeff(torch.tensor(matched_time(sched, sigma), dtype=torch.float64))
+
+
 def test_matched_time_makes_scaled_noisy_images_marginal_draws():
     sched = VPSDEScheduler()
     for sigma in (0.0, 2 / 255, 0.05, 0.2):

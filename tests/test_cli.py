@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ncml import cli
@@ -154,6 +155,27 @@ def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
     assert len(rows) == 2 and rows[0][1] == "0" and float(rows[1][1]) > 0  # t = 0, then the matching t > 0
     assert all(0 <= float(r[2]) <= 1 for r in rows)
     assert out.read_bytes()[:8] == PNG
+    # the smoothed classifier: each row's noise topped up to --smoothing-std, --num-draws copies (by hand below)
+    code, text, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--num-images", "5",
+                           "--noise-std", "0", "4", "12", "--smoothing-std", "8", "--num-draws", "2",
+                           "--batch-size", "20", "--out", str(out), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "smoothed: noise topped up to std 8, 2 noisy copies per image" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith(("0 ", "4 ", "12 "))]
+    from ncml.cli import load_images
+    from ncml.evaluation import matched_time, noisy_marginal_draw, smoothed_class_posterior
+    pipe = NCMLClassConditionalPipeline.from_pretrained(folder)
+    images, labels = load_images("digits", split="test", num_images=5, seed=0, backbone=pipe.backbone, resize=False)
+    g, sched = torch.Generator().manual_seed(0), pipe.scheduler
+    clean = smoothed_class_posterior(pipe.backbone, sched, images, 16 / 255, num_draws=2, generator=g, progress=False)
+    x, t4 = noisy_marginal_draw(sched, images, 8 / 255, generator=g)
+    noisy = smoothed_class_posterior(pipe.backbone, sched, x / m_at(sched, t4), 16 / 255, num_draws=2,
+                                     input_noise_std=8 / 255, generator=g, progress=False)
+    for row, log_post in zip(rows, (clean, noisy)):
+        assert float(row[1]) == pytest.approx(matched_time(sched, 16 / 255), rel=1e-3)  # t of the topped-up std
+        assert float(row[4]) == pytest.approx(-log_post[torch.arange(5), torch.from_numpy(labels)].mean().item(),
+                                              abs=1e-4)
+    assert float(rows[2][1]) == pytest.approx(matched_time(sched, 24 / 255), rel=1e-3)  # more noise than 8: as is
     # the validation split: the 150 digits carved from train (15 per class), all of them with --num-images 150
     code, text, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--split", "validation",
                            "--num-images", "150", "--batch-size", "50", "--out", str(out), "--no-progress"], capsys)
@@ -174,6 +196,17 @@ def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
     code, _, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--noise-std", "1e6",
                         "--out", str(out)], capsys)
     assert code == 2 and "--noise-std 1e+06" in err and "exceeds" in err
+    code, _, err = run(["classify", "--pipeline", str(folder), "--dataset", "digits", "--smoothing-std", "1e6",
+                        "--out", str(out)], capsys)
+    assert code == 2 and "--smoothing-std 1e+06" in err and "exceeds" in err
+    for flag, bad in (("--smoothing-std", "0"), ("--smoothing-std", "nan"), ("--num-draws", "0")):
+        with pytest.raises(SystemExit) as e:
+            run(["classify", "--pipeline", str(folder), flag, bad, "--out", str(out)], capsys)
+        assert e.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def m_at(sched, t: float) -> torch.Tensor:
+    return sched.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64))
 
 
 def test_a_bundled_name_is_a_pipeline(tmp_path, capsys):

@@ -145,25 +145,66 @@ def noisy_marginal_draw(scheduler, images, noise_std: float, *, num_bits: int = 
     return scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64)) * (x0 + noise_std * noise), t
 
 
-def smoothed_class_posterior(model, scheduler, images, noise_std: float, *, num_draws: int = 4, prior=None,
-                             generator: torch.Generator | None = None, batch_size: int = 64,
-                             progress: bool = True) -> torch.Tensor:
-    """``log p̃(y | x)`` ``(N, K)`` for clean uint8 ``images``: the Bayes rule with the likelihood replaced by the
-    geometric mean of ``p_θ,t(x̃_k | y)`` over ``num_draws`` noisy copies ``x̃_k`` of each image
-    (:func:`noisy_marginal_draw`, std ``noise_std`` in model space, ``t`` the matched time), i.e.
+def _noisy_input(model, images, input_noise_std: float) -> torch.Tensor:
+    """``images`` as float64 model-space ``x_0 + input_noise_std·ε`` ``(N, C, H, W)`` on the CPU: clean uint8
+    ``(N, H, W, C)`` images (then ``input_noise_std`` must be 0) or a float tensor already in model space."""
+    cfg = model.config
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    if isinstance(images, torch.Tensor) and images.dtype.is_floating_point:
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+            raise ValueError(f"images: a float tensor must be model-space x_0 + input_noise_std·ε of shape "
+                             f"(N, {', '.join(map(str, shape))}), got {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("images must be finite (the float tensor holds NaN or inf)")
+        return images.detach().cpu().double()
+    if input_noise_std > 0:
+        raise ValueError(f"input_noise_std={input_noise_std:g} > 0: images must be the noisy images as a float "
+                         "tensor (N, C, H, W) in model space, not uint8")
+    return to_model_space(check_images(images, "images", num_bits=cfg.num_bits, image_shape=shape),
+                          num_bits=cfg.num_bits).double()
+
+
+def smoothed_class_posterior(model, scheduler, images, noise_std: float, *, num_draws: int = 4,
+                             input_noise_std: float = 0.0, prior=None, generator: torch.Generator | None = None,
+                             batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """``log p̃(y | x)`` ``(N, K)``: the Bayes rule with the likelihood replaced by the geometric mean of
+    ``p_θ,t(x̃_k | y)`` over ``num_draws`` noisy copies ``x̃_k`` of each image, i.e.
     ``log p(y) + (1/num_draws)·Σ_k log p_θ,t(x̃_k | y)``, normalised over classes.
 
-    This is a classifier of clean images built from the noisy-data likelihoods only an NCML model has; it is not
-    the posterior of any generative model of the clean ``x``. ``noise_std = 0`` is :func:`class_posterior` at
-    ``t = 0``. Choose ``noise_std`` on held-out data. Draws come from ``generator`` (``torch.randn`` on the CPU)."""
+    Each copy is the image plus Gaussian noise bringing its total noise std to ``noise_std`` (model space; ``k``
+    grey levels of 8 bits is ``2k/255``), scaled by ``m(t)`` at ``t = matched_time(scheduler, noise_std)``, so it is
+    a draw of the SDE marginal ``x_t``:
+
+    * clean images: uint8 ``(N, H, W, C)`` (or model-space floats) with ``input_noise_std = 0``; each copy adds
+      noise of std ``noise_std`` (:func:`noisy_marginal_draw`). This is a classifier of clean images built from
+      the noisy-data likelihoods only an NCML model has; it is not the posterior of any generative model of the
+      clean ``x``. ``noise_std = 0`` is :func:`class_posterior` at ``t = 0``.
+    * noisy images: a float tensor ``(N, C, H, W)`` holding ``x_0 + input_noise_std·ε`` in model space (not
+      scaled by ``m``); each copy adds independent noise of std ``sqrt(noise_std² − input_noise_std²)``, which is
+      again exactly a marginal draw. ``noise_std = input_noise_std`` is one evaluation at the matched ``t`` (the
+      copies would all be equal).
+
+    Choose ``noise_std`` on held-out data. Draws come from ``generator`` (``torch.randn`` on the CPU, float64)."""
     if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 1:
         raise ValueError(f"num_draws must be an int >= 1, got {num_draws!r}")
-    num_bits = model.config.num_bits
+    for name, value in (("noise_std", noise_std), ("input_noise_std", input_noise_std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    if noise_std < input_noise_std:
+        raise ValueError(f"noise_std={noise_std:g} must be >= input_noise_std={input_noise_std:g}: noise can be "
+                         "added to the images, not taken away")
+    x = _noisy_input(model, images, input_noise_std)
+    kwargs = dict(prior=prior, batch_size=batch_size, progress=progress)
     if noise_std == 0:
-        return class_posterior(model, images, 0.0, prior=prior, batch_size=batch_size, progress=progress)
+        return class_posterior(model, images if not isinstance(images, torch.Tensor) else x, 0.0, **kwargs)
+    t = matched_time(scheduler, noise_std)
+    m = scheduler.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64))
+    if noise_std == input_noise_std:
+        return class_posterior(model, m * x, t, **kwargs)
+    extra = math.sqrt(noise_std**2 - input_noise_std**2) if input_noise_std else noise_std
     total = 0
     for _ in range(num_draws):
-        x_t, t = noisy_marginal_draw(scheduler, images, noise_std, num_bits=num_bits, generator=generator)
-        total = total + class_posterior(model, x_t, t, prior=prior, batch_size=batch_size, progress=progress)
+        x_t = m * (x + extra * torch.randn(x.shape, generator=generator, dtype=torch.float64))
+        total = total + class_posterior(model, x_t, t, **kwargs)
     mean = total / num_draws  # each draw's normaliser is the same for every class, so this keeps log p(y) once
     return mean - torch.logsumexp(mean, dim=1, keepdim=True)
