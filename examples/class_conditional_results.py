@@ -1,7 +1,7 @@
 """Class-conditional NCML on MNIST-5k: label agreement of conditional samples (plain AR, two-part, guided), and the
 exact Bayes classifier against the shipped discriminative one, on clean and on noisy test digits.
 
-    python examples/class_conditional_results.py                 # validate (choose w), then test; ~25 min on 2 cores
+    python examples/class_conditional_results.py                 # validate (choose w), then test (25 min alone on 2 cores)
     python examples/class_conditional_results.py --quick --out /tmp/cc   # a smoke run
 
 Stages (``--stage``):
