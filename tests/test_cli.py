@@ -169,8 +169,9 @@ def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
     g, sched = torch.Generator().manual_seed(0), pipe.scheduler
     clean = smoothed_class_posterior(pipe.backbone, sched, images, 16 / 255, num_draws=2, generator=g, progress=False)
     x, t4 = noisy_marginal_draw(sched, images, 8 / 255, generator=g)
-    noisy = smoothed_class_posterior(pipe.backbone, sched, x / m_at(sched, t4), 16 / 255, num_draws=2,
-                                     input_noise_std=8 / 255, generator=g, progress=False)
+    x = x / sched.marginal_mean_coeff(torch.tensor(t4, dtype=torch.float64))  # x_0 + σ·ε, as the CLI passes it
+    noisy = smoothed_class_posterior(pipe.backbone, sched, x, 16 / 255, num_draws=2, input_noise_std=8 / 255,
+                                     generator=g, progress=False)
     for row, log_post in zip(rows, (clean, noisy)):
         assert float(row[1]) == pytest.approx(matched_time(sched, 16 / 255), rel=1e-3)  # t of the topped-up std
         assert float(row[4]) == pytest.approx(-log_post[torch.arange(5), torch.from_numpy(labels)].mean().item(),
@@ -203,10 +204,6 @@ def test_classify_and_guided_sampling(tiny_pipeline, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             run(["classify", "--pipeline", str(folder), flag, bad, "--out", str(out)], capsys)
         assert e.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
-
-
-def m_at(sched, t: float) -> torch.Tensor:
-    return sched.marginal_mean_coeff(torch.tensor(t, dtype=torch.float64))
 
 
 def test_a_bundled_name_is_a_pipeline(tmp_path, capsys):
